@@ -1,0 +1,1 @@
+//! Receivers for OTLP traces and Pyroscope pushes (work in progress).

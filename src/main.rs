@@ -1,0 +1,135 @@
+//! `rideshare`: the service (default), or `rideshare healthcheck`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use opentelemetry::KeyValue;
+use rideshare::config::{Cli, Command, ServeArgs, one_line};
+use rideshare::service::{self, AppState};
+use rideshare::telemetry::{Telemetry, TelemetrySetup};
+use rideshare::{DEFAULT_SERVICE_NAME, REGION_LABEL, VEHICLE_LABEL};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => return usage_error(&one_line(&e)),
+    };
+    match cli.command {
+        Some(Command::Healthcheck { url }) => healthcheck(url),
+        Some(Command::Serve(args)) => serve(*args),
+        None => serve(cli.serve),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("rideshare: {message}");
+    ExitCode::from(2)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    if let Err(message) = args.telemetry.validate() {
+        return usage_error(&message);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rideshare: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(args));
+    // Telemetry threads are done; do not wait for idle blocking threads.
+    runtime.shutdown_background();
+    code
+}
+
+async fn run(args: ServeArgs) -> ExitCode {
+    let service_name = args.telemetry.service_name(DEFAULT_SERVICE_NAME);
+    let telemetry = match Telemetry::init(TelemetrySetup {
+        args: &args.telemetry,
+        service_name: service_name.clone(),
+        resource: vec![
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("cloud.region", args.region.clone()),
+        ],
+        profile_tags: vec![(REGION_LABEL, args.region.as_str())],
+        profile_labels: Some(args.profile_labels),
+        label_fields: &[VEHICLE_LABEL],
+    }) {
+        Ok(t) => t,
+        Err(message) => return usage_error(&message),
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen_addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %args.listen_addr, error = %e, "cannot listen");
+            flush(telemetry).await;
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = Arc::new(AppState::new(
+        service_name.clone(),
+        args.region.clone(),
+        args.work_scale,
+        args.mutex_hotspot,
+    ));
+    tracing::info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        region = %args.region,
+        service = %service_name,
+        traces = ?args.telemetry.traces_endpoint().as_str(),
+        profiles = ?args.telemetry.pyroscope_server_address.as_str(),
+        "rideshare listening"
+    );
+    let served = service::serve(
+        listener,
+        service::router(state),
+        rideshare::shutdown::signal(),
+        args.shutdown_grace,
+    )
+    .await;
+    let code = match served {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            tracing::warn!(grace = ?args.shutdown_grace, "in-flight requests did not finish within the grace period");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    };
+    flush(telemetry).await;
+    code
+}
+
+async fn flush(telemetry: Telemetry) {
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+}
+
+fn healthcheck(url: url::Url) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let ok = runtime.is_ok_and(|rt| {
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let response = client
+                .get(url.as_str())
+                .timeout(std::time::Duration::from_secs(3))
+                .send()
+                .await;
+            response.is_ok_and(|r| r.status().is_success())
+        })
+    });
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,1 @@
+//! Sample-time label backend (work in progress).

@@ -1,0 +1,74 @@
+//! The rideshare HTTP service: router, state, and a serve loop that drains on shutdown.
+
+mod frames;
+mod http_span;
+pub mod routes;
+pub mod work;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::config::Hotspot;
+use work::Work;
+
+/// What every handler may read.
+pub struct AppState {
+    pub service_name: String,
+    pub region: String,
+    pub work: Work,
+}
+
+impl AppState {
+    pub fn new(service_name: String, region: String, work_scale: f64, hotspot: Hotspot) -> Self {
+        let work = Work::new(&region, work_scale, hotspot);
+        AppState {
+            service_name,
+            region,
+            work,
+        }
+    }
+}
+
+/// The routes, each wrapped in its HTTP server span.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(routes::index))
+        .route("/bike", get(routes::bike))
+        .route("/scooter", get(routes::scooter))
+        .route("/car", get(routes::car))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(http_span::http_server_span))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests `grace`
+/// to finish. Returns whether they all did.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::select! {
+        joined = &mut server => return joined.map_err(std::io::Error::other)?.map(|()| true),
+        () = shutdown => {}
+    }
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(grace, server).await {
+        Ok(joined) => joined.map_err(std::io::Error::other)?.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}

@@ -1,0 +1,202 @@
+//! The work an order does: CPU burnt in proportion to the search radius, in slices with an
+//! `.await` between them, as an async service interleaves it with other requests.
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::frames::{self, framed};
+use crate::config::Hotspot;
+
+/// CPU per unit of search radius for `find_nearest_vehicle` and `check_driver_availability`.
+const SEARCH_COST: Duration = Duration::from_millis(200);
+/// CPU per unit of search radius spent holding the eu-north car lock.
+const LOCK_COST: Duration = Duration::from_millis(4000);
+/// Slices per piece of work: each ends with an `.await`, where tokio may move the task.
+const SLICES: u32 = 4;
+
+/// One instance's order processing.
+pub struct Work {
+    scale: f64,
+    hotspot_region: bool,
+    hotspot: Hotspot,
+    /// The lock every car order of a hotspot region takes: a real mutex, so waiting for it shows
+    /// as latency and holding it as CPU.
+    car_lock: tokio::sync::Mutex<()>,
+}
+
+/// The ordered vehicle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vehicle {
+    Bike,
+    Scooter,
+    Car,
+}
+
+impl Vehicle {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vehicle::Bike => "bike",
+            Vehicle::Scooter => "scooter",
+            Vehicle::Car => "car",
+        }
+    }
+
+    /// The search radius an order uses when the request does not give one.
+    pub fn default_radius(self) -> u32 {
+        match self {
+            Vehicle::Bike => 1,
+            Vehicle::Scooter => 2,
+            Vehicle::Car => 3,
+        }
+    }
+}
+
+impl Work {
+    pub fn new(region: &str, scale: f64, hotspot: Hotspot) -> Self {
+        Work {
+            scale,
+            hotspot_region: region == "eu-north",
+            hotspot,
+            car_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Processes one order inside its `order_<vehicle>` span and frame.
+    pub async fn order(&self, vehicle: Vehicle, radius: u32) {
+        match vehicle {
+            Vehicle::Bike => {
+                let span = tracing::info_span!("order_bike", vehicle = "bike");
+                framed(frames::order_bike, self.find_nearest_vehicle(radius))
+                    .instrument(span)
+                    .await
+            }
+            Vehicle::Scooter => {
+                let span = tracing::info_span!("order_scooter", vehicle = "scooter");
+                framed(frames::order_scooter, self.find_nearest_vehicle(radius))
+                    .instrument(span)
+                    .await
+            }
+            Vehicle::Car => {
+                let span = tracing::info_span!("order_car", vehicle = "car");
+                let work = async {
+                    self.find_nearest_vehicle(radius).await;
+                    self.check_driver_availability(radius).await;
+                };
+                framed(frames::order_car, work).instrument(span).await
+            }
+        }
+    }
+
+    async fn find_nearest_vehicle(&self, radius: u32) {
+        let span = tracing::info_span!("find_nearest_vehicle", search_radius = radius);
+        let work = burn(self.scaled(SEARCH_COST * radius));
+        framed(frames::find_nearest_vehicle, work)
+            .instrument(span)
+            .await
+    }
+
+    async fn check_driver_availability(&self, radius: u32) {
+        let span = tracing::info_span!("check_driver_availability", search_radius = radius);
+        let work = async {
+            burn(self.scaled(SEARCH_COST * radius)).await;
+            if self.hotspot_active() {
+                self.mutex_lock(radius).await;
+            }
+        };
+        framed(frames::check_driver_availability, work)
+            .instrument(span)
+            .await
+    }
+
+    async fn mutex_lock(&self, radius: u32) {
+        let span = tracing::info_span!("mutex_lock", search_radius = radius);
+        let work = async {
+            let _held = self.car_lock.lock().await;
+            burn(self.scaled(LOCK_COST * radius)).await;
+        };
+        framed(frames::mutex_lock, work).instrument(span).await
+    }
+
+    /// Whether car orders take the lock now: in eu-north, always, never, or every fourth
+    /// minute of the wall clock.
+    fn hotspot_active(&self) -> bool {
+        self.hotspot_region
+            && match self.hotspot {
+                Hotspot::On => true,
+                Hotspot::Off => false,
+                Hotspot::Periodic => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    (now.as_secs() / 60) % 4 == 0
+                }
+            }
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        d.mul_f64(self.scale)
+    }
+}
+
+/// Burns `cpu` of this thread's CPU time in [`SLICES`] polls.
+async fn burn(cpu: Duration) {
+    let slice = cpu / SLICES;
+    for _ in 0..SLICES {
+        spin(slice);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Spins until this thread has used `cpu` more CPU time (wall time would stretch under load).
+#[inline(never)]
+fn spin(cpu: Duration) {
+    let start = thread_cpu_time();
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    while thread_cpu_time().saturating_sub(start) < cpu {
+        for _ in 0..64 {
+            x = x.rotate_left(7) ^ x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        }
+        std::hint::black_box(x);
+    }
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; CLOCK_THREAD_CPUTIME_ID always exists on
+    // Linux and macOS.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn burn_uses_the_cpu_it_is_asked_for() {
+        let before = process_cpu();
+        burn(Duration::from_millis(40)).await;
+        let used = process_cpu() - before;
+        assert!(used >= Duration::from_millis(40), "used {used:?}");
+    }
+
+    fn process_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    #[test]
+    fn hotspot_only_in_eu_north() {
+        assert!(Work::new("eu-north", 1.0, Hotspot::On).hotspot_active());
+        assert!(!Work::new("us-east", 1.0, Hotspot::On).hotspot_active());
+        assert!(!Work::new("eu-north", 1.0, Hotspot::Off).hotspot_active());
+    }
+}

@@ -1,0 +1,163 @@
+//! The label sets the layer computes, and the one interface through which they reach a profiler.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::AtomicU64;
+
+/// Label key of the local root's OTel span id (16 lowercase hex characters).
+///
+/// Pyroscope keeps this per sample instead of turning it into a series label, and Grafana asks for
+/// exactly this key when it opens "Profiles for this span".
+pub const SPAN_ID_LABEL: &str = "span_id";
+/// Label key of the local root's span name.
+pub const SPAN_NAME_LABEL: &str = "span_name";
+/// The OTel span attribute that makes Grafana offer "Profiles for this span".
+pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
+
+/// An immutable, sorted set of pprof labels, shared (behind an `Arc`) by every span of a local
+/// trace that has the same labels, so entering a span never allocates.
+#[derive(Default)]
+pub struct LabelSet {
+    pairs: Vec<(Cow<'static, str>, String)>,
+    sink_slot: AtomicU64,
+}
+
+impl Clone for LabelSet {
+    /// Clones the labels; the clone's sink slot starts empty, as it is a different set.
+    fn clone(&self) -> Self {
+        LabelSet {
+            pairs: self.pairs.clone(),
+            sink_slot: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PartialEq for LabelSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for LabelSet {}
+
+impl Hash for LabelSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.pairs.hash(state)
+    }
+}
+
+impl LabelSet {
+    /// Builds a set from pairs; a later pair with the same key replaces an earlier one.
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<Cow<'static, str>>,
+        V: Into<String>,
+    {
+        let mut set = LabelSet::default();
+        for (k, v) in pairs {
+            set.insert(k, v);
+        }
+        set
+    }
+
+    /// Sets `key` to `value`, replacing any earlier value of `key`.
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        match self
+            .pairs
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key.as_ref()))
+        {
+            Ok(i) => self.pairs[i].1 = value,
+            Err(i) => self.pairs.insert(i, (key, value)),
+        }
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|i| self.pairs[i].1.as_str())
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+
+    /// Number of labels in the set.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// A word the [`LabelSink`] in use may keep for this set (0 until it writes one), so that
+    /// switching to a set it has seen before costs a load, not a hash lookup: an interning sink
+    /// stores the set's id (with a generation, if ids are reclaimed) here. Equality and hashing
+    /// ignore it.
+    pub fn sink_slot(&self) -> &AtomicU64 {
+        &self.sink_slot
+    }
+
+    /// True when the set has no label.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
+impl fmt::Debug for LabelSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// Where the labels of the running span go: the profiler-specific half of the layer.
+///
+/// The layer calls [`LabelSink::switch`] on the thread whose labels change, every time a span is
+/// entered or exited (that is, at every poll of an instrumented future), with the set that was in
+/// force and the set in force from now on. An implementation makes the samples taken on this thread
+/// from now on carry `to`. Because it runs on every poll, it should be cheap; the layer already
+/// skips calls where `from` and `to` are the same set.
+pub trait LabelSink: Send + Sync + 'static {
+    /// The current thread's labels change from `from` to `to` (`None`: no span labels).
+    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>);
+}
+
+/// A sink that drops labels: profiles without span labels, for comparison runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLabels;
+
+impl LabelSink for NoLabels {
+    fn switch(&self, _from: Option<&LabelSet>, _to: Option<&LabelSet>) {}
+}
+
+impl<T: LabelSink + ?Sized> LabelSink for std::sync::Arc<T> {
+    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+        (**self).switch(from, to)
+    }
+}
+
+impl<T: LabelSink + ?Sized> LabelSink for Box<T> {
+    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+        (**self).switch(from, to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_keeps_keys_sorted_and_replaces() {
+        let mut s = LabelSet::from_pairs([("vehicle", "car"), ("span_id", "00000000000000aa")]);
+        s.insert("vehicle", "bike");
+        let pairs: Vec<_> = s.iter().collect();
+        assert_eq!(
+            pairs,
+            vec![("span_id", "00000000000000aa"), ("vehicle", "bike")]
+        );
+        assert_eq!(s.get("vehicle"), Some("bike"));
+        assert_eq!(s.get("missing"), None);
+    }
+}

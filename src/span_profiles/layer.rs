@@ -1,0 +1,333 @@
+//! The `tracing` layer that turns the running span into profiler labels.
+//!
+//! State lives where `tracing-opentelemetry` keeps its own: in span extensions (the span's own
+//! label-relevant fields and, once resolved, its shared [`LabelSet`]). What is running on a thread
+//! is a per-thread stack of entered spans, because under tokio a thread interleaves polls of many
+//! tasks and a task hops threads at every `.await`: labels must follow enter/exit of each poll, not
+//! span creation and close.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
+use thread_local::ThreadLocal;
+use tracing::field::{Field, Visit};
+use tracing::span::{self, Attributes, Record};
+use tracing::{Dispatch, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use super::labels::{LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
+
+/// Longest label value kept; longer values are cut so a stray field cannot blow up a profile.
+const MAX_VALUE_LEN: usize = 128;
+
+/// What the layer labels, in the spirit of `otel-profiling-go`'s options.
+#[derive(Debug, Clone)]
+pub struct SpanProfileOptions {
+    fields: Vec<&'static str>,
+    span_name: bool,
+    root_only: bool,
+}
+
+impl Default for SpanProfileOptions {
+    /// No field labels, `span_name` on, one profile id per local root.
+    fn default() -> Self {
+        SpanProfileOptions {
+            fields: Vec::new(),
+            span_name: true,
+            root_only: true,
+        }
+    }
+}
+
+impl SpanProfileOptions {
+    /// Adds a span field whose value becomes a pprof label on samples taken inside the span and
+    /// its children. Pyroscope turns such labels into series labels, so only name fields whose
+    /// values come from a small set (values are also cut to 128 bytes).
+    pub fn label_field(mut self, name: &'static str) -> Self {
+        if !self.fields.contains(&name) {
+            self.fields.push(name);
+        }
+        self
+    }
+
+    /// Whether samples also carry `span_name` (the labelled span's name). Default: on.
+    pub fn span_name(mut self, on: bool) -> Self {
+        self.span_name = on;
+        self
+    }
+
+    /// `true` (default): only local roots get `pyroscope.profile.id`, and their children's samples
+    /// carry the root's id, as the Go and Python integrations do. `false`: every sampled span gets
+    /// its own id, so each span links to exactly its own samples (more series in Pyroscope's
+    /// span index, same series labels).
+    pub fn root_only(mut self, on: bool) -> Self {
+        self.root_only = on;
+        self
+    }
+
+    fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| *f == name)
+    }
+}
+
+/// A [`Layer`] that labels CPU samples with the span that is running.
+///
+/// For every sampled local root span (no parent span in this process, which includes a parent
+/// taken from a `traceparent` header) it sets the OTel span attribute `pyroscope.profile.id` to
+/// the span's id, and while any span of that local trace is entered on a thread, it makes the
+/// [`LabelSink`] label that thread's samples with `span_id`, `span_name` and the values of the
+/// allow-listed fields. Exiting a span restores the labels in force before it was entered.
+///
+/// Add it after the `tracing-opentelemetry` layer, which owns the span ids this layer reads.
+///
+/// # Example
+///
+/// ```
+/// use rideshare::span_profiles::{NoLabels, SpanProfileLayer, SpanProfileOptions};
+/// use tracing_subscriber::prelude::*;
+///
+/// let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+/// let tracer = opentelemetry::trace::TracerProvider::tracer(&tracer_provider, "my-service");
+/// // In a real service the sink comes from the profiler, e.g. `ThreadTagSink::new(&agent)`.
+/// let sink = NoLabels;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(tracing_opentelemetry::layer().with_tracer(tracer))
+///     .with(SpanProfileLayer::new(sink).with_options(
+///         SpanProfileOptions::default().label_field("vehicle"),
+///     ));
+/// tracing::subscriber::with_default(subscriber, || {
+///     let _order = tracing::info_span!("order_car", vehicle = "car").entered();
+/// });
+/// ```
+pub struct SpanProfileLayer<K> {
+    sink: K,
+    options: SpanProfileOptions,
+    /// Per thread, the spans entered on it, innermost last, with the labels each put in force.
+    entered: ThreadLocal<RefCell<Vec<Entered>>>,
+}
+
+struct Entered {
+    id: span::Id,
+    labels: Option<Arc<LabelSet>>,
+}
+
+/// Per-span state kept in the span's extensions.
+#[derive(Default)]
+struct SpanLabels {
+    /// Allow-listed field values recorded on this span, by index into the options' field list.
+    fields: Vec<(usize, String)>,
+    /// `otel.name`, which names the OTel span (and so `span_name`) when set.
+    otel_name: Option<String>,
+    /// Filled at first enter: the labels in force while this span runs (`None`: no labels).
+    resolved: Option<Option<Arc<LabelSet>>>,
+}
+
+impl<K: LabelSink> SpanProfileLayer<K> {
+    /// A layer that hands labels to `sink`, with default options.
+    pub fn new(sink: K) -> Self {
+        SpanProfileLayer {
+            sink,
+            options: SpanProfileOptions::default(),
+            entered: ThreadLocal::new(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: SpanProfileOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The labels in force while `span` runs, resolving (and memoizing) them on first use.
+    fn labels_of<S>(&self, span: &SpanRef<'_, S>) -> Option<Arc<LabelSet>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(resolved) = span
+            .extensions()
+            .get::<SpanLabels>()
+            .and_then(|l| l.resolved.clone())
+        {
+            return resolved;
+        }
+        let parent = span.parent().and_then(|p| self.labels_of(&p));
+        let gets_id = !self.options.root_only || span.parent().is_none();
+        // Asking tracing-opentelemetry for the context takes the span's extensions itself: hold
+        // none of ours meanwhile.
+        let span_id = if gets_id {
+            self.link_to_otel_span(&span.id())
+        } else {
+            None
+        };
+
+        let mut extensions = span.extensions_mut();
+        let state = extensions.get_mut::<SpanLabels>();
+        let own_fields = state.as_ref().is_some_and(|s| !s.fields.is_empty());
+        let resolved = if span_id.is_none() && !own_fields {
+            parent
+        } else {
+            let mut set = parent.as_deref().cloned().unwrap_or_default();
+            if let Some(id) = span_id {
+                set.insert(SPAN_ID_LABEL, id);
+                if self.options.span_name {
+                    let name = state.as_ref().and_then(|s| s.otel_name.clone());
+                    set.insert(
+                        SPAN_NAME_LABEL,
+                        name.unwrap_or_else(|| span.name().to_owned()),
+                    );
+                }
+            }
+            if let Some(state) = state.as_ref() {
+                for (i, value) in &state.fields {
+                    set.insert(self.options.fields[*i], value.clone());
+                }
+            }
+            Some(Arc::new(set))
+        };
+        match state {
+            Some(state) => state.resolved = Some(resolved.clone()),
+            None => extensions.insert(SpanLabels {
+                resolved: Some(resolved.clone()),
+                ..SpanLabels::default()
+            }),
+        }
+        resolved
+    }
+
+    /// Marks the span's OTel span with `pyroscope.profile.id` and returns the id, if the span is
+    /// sampled. The OTel span is started here if it was not yet.
+    fn link_to_otel_span(&self, id: &span::Id) -> Option<String> {
+        let cx = tracing::dispatcher::get_default(|dispatch: &Dispatch| {
+            tracing_opentelemetry::get_otel_context(id, dispatch)
+        })?;
+        let span = cx.span();
+        let span_context = span.span_context();
+        if !span_context.is_valid() || !span_context.is_sampled() {
+            return None;
+        }
+        let hex = span_context.span_id().to_string();
+        span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex.clone()));
+        Some(hex)
+    }
+
+    fn record_fields(&self, state: &mut SpanLabels, record: impl FnOnce(&mut dyn Visit)) {
+        let mut visitor = FieldVisitor {
+            options: &self.options,
+            state,
+        };
+        record(&mut visitor);
+    }
+}
+
+impl<S, K> Layer<S> for SpanProfileLayer<K>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    K: LabelSink,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut state = SpanLabels::default();
+        self.record_fields(&mut state, |v| attrs.record(v));
+        span.extensions_mut().insert(state);
+    }
+
+    fn on_record(&self, id: &span::Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(state) = extensions.get_mut::<SpanLabels>() {
+            // Labels already resolved stay as they are: the samples taken so far carried them.
+            self.record_fields(state, |v| values.record(v));
+        }
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let labels = self.labels_of(&span);
+        let from = {
+            let mut stack = self.entered.get_or_default().borrow_mut();
+            let from = stack.last().and_then(|e| e.labels.clone());
+            stack.push(Entered {
+                id: id.clone(),
+                labels: labels.clone(),
+            });
+            from
+        };
+        self.switch(from.as_deref(), labels.as_deref());
+    }
+
+    fn on_exit(&self, id: &span::Id, _ctx: Context<'_, S>) {
+        let Some(stack) = self.entered.get() else {
+            return;
+        };
+        let (from, to) = {
+            let mut stack = stack.borrow_mut();
+            // Exits are nested in practice; if one is not, drop the innermost entry of this span.
+            let Some(pos) = stack.iter().rposition(|e| e.id == *id) else {
+                return;
+            };
+            let from = stack.last().and_then(|e| e.labels.clone());
+            stack.remove(pos);
+            (from, stack.last().and_then(|e| e.labels.clone()))
+        };
+        self.switch(from.as_deref(), to.as_deref());
+    }
+}
+
+impl<K: LabelSink> SpanProfileLayer<K> {
+    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+        let same = match (from, to) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.sink.switch(from, to);
+        }
+    }
+}
+
+struct FieldVisitor<'a> {
+    options: &'a SpanProfileOptions,
+    state: &'a mut SpanLabels,
+}
+
+impl FieldVisitor<'_> {
+    fn set(&mut self, field: &Field, value: String) {
+        if field.name() == "otel.name" {
+            self.state.otel_name = Some(value);
+        } else if let Some(i) = self.options.field_index(field.name()) {
+            let value = truncate(value);
+            match self.state.fields.iter_mut().find(|(j, _)| *j == i) {
+                Some(slot) => slot.1 = value,
+                None => self.state.fields.push((i, value)),
+            }
+        }
+    }
+}
+
+impl Visit for FieldVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.set(field, value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "otel.name" || self.options.field_index(field.name()).is_some() {
+            self.set(field, format!("{value:?}"));
+        }
+    }
+}
+
+fn truncate(mut value: String) -> String {
+    if value.len() > MAX_VALUE_LEN {
+        let mut end = MAX_VALUE_LEN;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+    }
+    value
+}

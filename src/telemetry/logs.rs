@@ -1,0 +1,77 @@
+//! Log output: `RUST_LOG` levels, with the telemetry crates' own complaints rate-limited so an
+//! unreachable backend gives a warning a minute, not one per push.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::{Event, Level, Metadata};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Filter};
+
+/// Quiet defaults for chatty dependencies; `RUST_LOG` replaces all of it.
+const DEFAULT_DIRECTIVES: &str = "info,Pyroscope=warn,pyroscope=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn,opentelemetry_otlp=warn,h2=warn,hyper=warn,tonic=warn,reqwest=warn";
+
+/// Targets whose warnings and errors are about a telemetry backend.
+const BACKEND_TARGETS: [&str; 3] = ["pyroscope", "Pyroscope", "opentelemetry"];
+
+/// The `RUST_LOG` filter, or the defaults when it is unset; a clear error when it is malformed.
+pub fn env_filter() -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            EnvFilter::builder().parse(&directives).map_err(|e| {
+                format!("invalid RUST_LOG={directives:?}: {e}; expected e.g. info,rideshare=debug")
+            })
+        }
+        _ => Ok(EnvFilter::new(DEFAULT_DIRECTIVES)),
+    }
+}
+
+/// Lets through at most one warning or error per backend target and level per `every`.
+pub struct BackendNoiseLimiter {
+    every: Duration,
+    last: Mutex<HashMap<(String, Level), Instant>>,
+}
+
+impl BackendNoiseLimiter {
+    pub fn new(every: Duration) -> Self {
+        BackendNoiseLimiter {
+            every,
+            last: Mutex::default(),
+        }
+    }
+
+    fn allow(&self, meta: &Metadata<'_>) -> bool {
+        let target = meta.target();
+        let is_backend = BACKEND_TARGETS.iter().any(|t| target.starts_with(t));
+        if !is_backend || *meta.level() > Level::WARN {
+            return true;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (target.to_owned(), *meta.level());
+        let now = Instant::now();
+        match last.get(&key) {
+            Some(t) if now.duration_since(*t) < self.every => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+impl<S> Filter<S> for BackendNoiseLimiter {
+    fn enabled(&self, _meta: &Metadata<'_>, _cx: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
+        // Records bridged from the `log` crate (the pyroscope crate logs that way) carry their
+        // real target only in the normalized metadata.
+        match event.normalized_metadata() {
+            Some(meta) => self.allow(&meta),
+            None => self.allow(event.metadata()),
+        }
+    }
+}

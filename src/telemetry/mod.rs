@@ -1,0 +1,96 @@
+//! Wiring the three outputs of `tracing`: logs, OTLP traces, and span labels on CPU profiles.
+
+mod logs;
+pub mod profiles;
+pub mod traces;
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+pub use logs::{BackendNoiseLimiter, env_filter};
+pub use profiles::Profiler;
+
+use crate::config::{ProfileLabels, TelemetryArgs};
+use crate::span_profiles::{SpanProfileLayer, SpanProfileOptions};
+
+/// What a process wants from its telemetry.
+pub struct TelemetrySetup<'a> {
+    pub args: &'a TelemetryArgs,
+    pub service_name: String,
+    /// Extra trace resource attributes, e.g. `cloud.region`.
+    pub resource: Vec<KeyValue>,
+    /// Static profile series labels, e.g. `region`.
+    pub profile_tags: Vec<(&'a str, &'a str)>,
+    /// `None`: this process pushes no profiles.
+    pub profile_labels: Option<ProfileLabels>,
+    /// Span fields that become pprof labels.
+    pub label_fields: &'a [&'static str],
+}
+
+/// The running pipelines, to flush on shutdown.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+    profiler: Option<Profiler>,
+}
+
+impl Telemetry {
+    /// Sets the global subscriber (logs, traces, span labels) and starts the exporters.
+    pub fn init(setup: TelemetrySetup<'_>) -> Result<Telemetry, String> {
+        let filter = env_filter()?;
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let tracer_provider =
+            traces::tracer_provider(setup.args, &setup.service_name, setup.resource)?;
+        let (profiler, sink) = match setup.profile_labels {
+            Some(labels) => {
+                profiles::start(setup.args, &setup.service_name, &setup.profile_tags, labels)?
+            }
+            None => (None, Box::new(crate::span_profiles::NoLabels) as _),
+        };
+
+        let logs = tracing_subscriber::fmt::layer()
+            .with_filter(filter)
+            .with_filter(BackendNoiseLimiter::new(Duration::from_secs(60)));
+        // Traces and labels see the application's spans, whatever RUST_LOG says about output.
+        let otel = tracer_provider.as_ref().map(|tp| {
+            tracing_opentelemetry::layer()
+                .with_tracer(tp.tracer(setup.service_name.clone()))
+                .with_filter(LevelFilter::INFO)
+        });
+        let mut options = SpanProfileOptions::default();
+        for field in setup.label_fields {
+            options = options.label_field(field);
+        }
+        let labels = SpanProfileLayer::new(sink)
+            .with_options(options)
+            .with_filter(LevelFilter::INFO);
+        tracing_subscriber::registry()
+            .with(logs)
+            .with(otel)
+            .with(labels)
+            .try_init()
+            .map_err(|e| format!("cannot install the tracing subscriber: {e}"))?;
+        Ok(Telemetry {
+            tracer_provider,
+            profiler,
+        })
+    }
+
+    /// Flushes the last spans and the last profile. Blocking: call it off the async workers.
+    pub fn shutdown(self) {
+        if let Some(tp) = self.tracer_provider {
+            if let Err(e) = tp.shutdown() {
+                tracing::warn!(error = %e, "flushing the last spans failed");
+            }
+        }
+        if let Some(profiler) = self.profiler {
+            profiler.shutdown();
+        }
+    }
+}

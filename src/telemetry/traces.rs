@@ -1,0 +1,148 @@
+//! The OTLP trace pipeline: exporter, batch processor, sampler and resource from the `OTEL_*`
+//! settings.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+
+use crate::config::{OtlpProtocol, SamplerKind, TelemetryArgs};
+
+/// How long one export may take before it counts as failed.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one export-failure warning per this long.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Builds the tracer provider, or `None` when `OTEL_SDK_DISABLED` is true.
+pub fn tracer_provider(
+    args: &TelemetryArgs,
+    service_name: &str,
+    attributes: Vec<KeyValue>,
+) -> Result<Option<SdkTracerProvider>, String> {
+    if args.otel_sdk_disabled {
+        return Ok(None);
+    }
+    let endpoint = args.traces_endpoint();
+    let exporter = match args.traces_protocol() {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.as_str())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint.as_str())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build(),
+    }
+    .map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))?;
+
+    let mut resource = Resource::builder_empty()
+        .with_attributes(
+            args.resource_attributes
+                .0
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_attributes(attributes)
+        .with_service_name(service_name.to_owned());
+    resource = resource.with_attribute(KeyValue::new("telemetry.sdk.language", "rust"));
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(sampler(args))
+        .with_resource(resource.build())
+        .with_batch_exporter(Warning::new(exporter, endpoint.to_string()))
+        .build();
+    Ok(Some(provider))
+}
+
+fn sampler(args: &TelemetryArgs) -> Sampler {
+    let ratio = args.traces_sampler_arg.unwrap_or(1.0);
+    match args.traces_sampler {
+        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+        SamplerKind::TraceIdRatio => Sampler::TraceIdRatioBased(ratio),
+        SamplerKind::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerKind::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerKind::ParentBasedTraceIdRatio => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+    }
+}
+
+/// Passes batches through and turns failures into one warning a minute that names the endpoint
+/// and the cause, with how many batches failed meanwhile.
+#[derive(Debug)]
+struct Warning<E> {
+    inner: E,
+    endpoint: String,
+    state: Mutex<WarnState>,
+}
+
+#[derive(Debug, Default)]
+struct WarnState {
+    last: Option<Instant>,
+    failed: u64,
+    failing: bool,
+}
+
+impl<E> Warning<E> {
+    fn new(inner: E, endpoint: String) -> Self {
+        Warning {
+            inner,
+            endpoint,
+            state: Mutex::default(),
+        }
+    }
+
+    fn observe(&self, result: &OTelSdkResult, spans: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => {
+                if state.failing {
+                    tracing::info!(endpoint = %self.endpoint, "OTLP trace export recovered");
+                }
+                state.failing = false;
+            }
+            Err(error) => {
+                state.failed += 1;
+                state.failing = true;
+                if state.last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        %error,
+                        spans,
+                        failed_batches = state.failed,
+                        "OTLP trace export failed; spans of failed batches are dropped"
+                    );
+                    state.last = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for Warning<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        self.observe(&result, spans);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
+}
