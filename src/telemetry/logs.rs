@@ -67,11 +67,56 @@ impl<S> Filter<S> for BackendNoiseLimiter {
     }
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
-        // Records bridged from the `log` crate (the pyroscope crate logs that way) carry their
-        // real target only in the normalized metadata.
         match event.normalized_metadata() {
             Some(meta) => self.allow(&meta),
             None => self.allow(event.metadata()),
         }
+    }
+}
+
+/// `RUST_LOG` for records bridged from the `log` crate too (the pyroscope crate logs that way):
+/// they all share one callsite per level, so an `EnvFilter` alone judges them by the target
+/// `log`, not by their own.
+pub struct LogCrateAware(pub EnvFilter);
+
+impl<S: tracing::Subscriber> Filter<S> for LogCrateAware {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        Filter::enabled(&self.0, meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        Filter::<S>::callsite_enabled(&self.0, meta)
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
+        match event.normalized_metadata() {
+            Some(meta) => Filter::enabled(&self.0, &meta, cx),
+            None => true,
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Filter::<S>::max_level_hint(&self.0)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: Context<'_, S>,
+    ) {
+        Filter::on_new_span(&self.0, attrs, id, cx)
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
+        Filter::on_enter(&self.0, id, cx)
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
+        Filter::on_exit(&self.0, id, cx)
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: Context<'_, S>) {
+        Filter::on_close(&self.0, id, cx)
     }
 }

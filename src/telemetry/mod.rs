@@ -14,7 +14,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-pub use logs::{BackendNoiseLimiter, env_filter};
+pub use logs::{BackendNoiseLimiter, LogCrateAware, env_filter};
 pub use profiles::Profiler;
 
 use crate::config::{ProfileLabels, TelemetryArgs};
@@ -55,7 +55,8 @@ impl Telemetry {
         };
 
         let logs = tracing_subscriber::fmt::layer()
-            .with_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_filter(LogCrateAware(filter))
             .with_filter(BackendNoiseLimiter::new(Duration::from_secs(60)));
         // Traces and labels see the application's spans, whatever RUST_LOG says about output.
         let otel = tracer_provider.as_ref().map(|tp| {
