@@ -138,7 +138,8 @@ async fn order(client: &reqwest::Client, url: &Url, vehicle: &'static str) -> bo
         match client.get(url.as_str()).headers(headers).send().await {
             Ok(response) => {
                 let status = response.status();
-                tracing::Span::current().record("http.response.status_code", status.as_u16());
+                tracing::Span::current()
+                    .record("http.response.status_code", i64::from(status.as_u16()));
                 let _ = response.bytes().await;
                 if !status.is_success() {
                     tracing::Span::current().record("otel.status_code", "error");

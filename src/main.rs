@@ -109,7 +109,10 @@ async fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn flush(telemetry: Telemetry) {
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        telemetry.shutdown(rideshare::telemetry::FLUSH_DEADLINE)
+    })
+    .await;
 }
 
 fn healthcheck(url: url::Url) -> ExitCode {

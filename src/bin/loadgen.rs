@@ -42,7 +42,10 @@ fn main() -> ExitCode {
         };
         let report = loadgen::run(&args, rideshare::shutdown::signal()).await;
         print!("{}", loadgen::render(&report));
-        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            telemetry.shutdown(rideshare::telemetry::FLUSH_DEADLINE)
+        })
+        .await;
         ExitCode::SUCCESS
     })
 }

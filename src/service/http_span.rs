@@ -30,7 +30,7 @@ pub async fn http_server_span(request: Request, next: Next) -> Response {
         http.response.status_code = Empty,
         url.path = %request.uri().path(),
         url.scheme = "http",
-        network.protocol.version = ?request.version(),
+        network.protocol.version = protocol_version(request.version()),
     );
     if let Some(route) = &route {
         span.record("http.route", route.as_str());
@@ -43,9 +43,20 @@ pub async fn http_server_span(request: Request, next: Next) -> Response {
 
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }
     response
+}
+
+fn protocol_version(version: axum::http::Version) -> &'static str {
+    use axum::http::Version;
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }

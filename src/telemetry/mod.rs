@@ -20,6 +20,10 @@ pub use profiles::Profiler;
 use crate::config::{ProfileLabels, TelemetryArgs};
 use crate::span_profiles::{SpanProfileLayer, SpanProfileOptions};
 
+/// How long the last spans and the last profile may take to leave at shutdown: with the default
+/// 5 s request grace, a stop stays inside a container runtime's usual 10 s.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(4);
+
 /// What a process wants from its telemetry.
 pub struct TelemetrySetup<'a> {
     pub args: &'a TelemetryArgs,
@@ -62,6 +66,8 @@ impl Telemetry {
         let otel = tracer_provider.as_ref().map(|tp| {
             tracing_opentelemetry::layer()
                 .with_tracer(tp.tracer(setup.service_name.clone()))
+                // Busy/idle timings cost work at every poll; the span's duration is enough.
+                .with_tracked_inactivity(false)
                 .with_filter(LevelFilter::INFO)
         });
         let mut options = SpanProfileOptions::default();
@@ -83,15 +89,23 @@ impl Telemetry {
         })
     }
 
-    /// Flushes the last spans and the last profile. Blocking: call it off the async workers.
-    pub fn shutdown(self) {
-        if let Some(tp) = self.tracer_provider {
-            if let Err(e) = tp.shutdown() {
-                tracing::warn!(error = %e, "flushing the last spans failed");
+    /// Flushes the last spans and the last profile, side by side, each within `deadline`.
+    /// Blocking: call it off the async workers.
+    pub fn shutdown(self, deadline: Duration) {
+        let Telemetry {
+            tracer_provider,
+            profiler,
+        } = self;
+        let spans = std::thread::spawn(move || {
+            if let Some(tp) = tracer_provider {
+                if let Err(e) = tp.shutdown_with_timeout(deadline) {
+                    tracing::warn!(error = %e, "flushing the last spans failed");
+                }
             }
+        });
+        if let Some(profiler) = profiler {
+            profiler.shutdown(deadline);
         }
-        if let Some(profiler) = self.profiler {
-            profiler.shutdown();
-        }
+        let _ = spans.join();
     }
 }

@@ -1,8 +1,11 @@
 //! The Pyroscope agent and the label sink that matches it.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use pyroscope::PyroscopeAgent;
 use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
 use pyroscope::pyroscope::{PyroscopeAgentBuilder, PyroscopeAgentRunning};
+use pyroscope::session::{Session, SessionManager, SessionSignal};
 
 use crate::config::{ProfileLabels, TelemetryArgs};
 use crate::span_profiles::{LabelSink, NoLabels, ThreadTagSink};
@@ -13,11 +16,44 @@ pub struct Profiler {
 }
 
 impl Profiler {
-    /// Takes the last profile and pushes it; blocks up to the push timeout.
-    pub fn shutdown(self) {
-        match self.agent.stop() {
-            Ok(ready) => ready.shutdown(),
-            Err(e) => tracing::warn!(error = %e, "stopping the Pyroscope agent failed"),
+    /// Takes the last profile and pushes it, waiting at most `deadline`.
+    ///
+    /// The agent's own `stop` + `shutdown` cannot be bounded: its timer thread only notices the
+    /// stop at the next upload tick, up to a whole interval later. So the last report is taken
+    /// from the backend here and pushed through the crate's own session path on a manager that
+    /// can be joined; the agent's threads end with the process.
+    pub fn shutdown(mut self, deadline: Duration) {
+        let pushed = (|| -> pyroscope::Result<std::thread::JoinHandle<pyroscope::Result<()>>> {
+            let report = self.agent.backend.report()?;
+            let interval = self.agent.config.upload_interval.as_secs().max(1);
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            // The same window the agent's stop() would give the last session.
+            let until = now / interval * interval + interval;
+            let session = Session::new(until, self.agent.config.clone(), report)?;
+            let mut manager = SessionManager::new()?;
+            manager.push(SessionSignal::Session(Box::new(session)))?;
+            manager.push(SessionSignal::Kill)?;
+            manager
+                .handle
+                .take()
+                .ok_or_else(|| pyroscope::PyroscopeError::new("session manager has no thread"))
+        })();
+        let handle = match pushed {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::warn!(target: "pyroscope", error = %e, "the last profile was not pushed");
+                return;
+            }
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(handle.join());
+        });
+        if done_rx.recv_timeout(deadline).is_err() {
+            tracing::warn!(target: "pyroscope", ?deadline, "the last profile push did not finish in time");
         }
     }
 }

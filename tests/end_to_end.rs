@@ -1,0 +1,405 @@
+//! The whole linking contract, end to end: three real service processes and the real load
+//! generator against in-test receivers that speak OTLP/gRPC, OTLP/HTTP and the Pyroscope push API.
+//! Everything that arrives is decoded and cross-checked: spans against spans, samples against
+//! spans, labels against stacks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rideshare::capture::{
+    Capture, CapturedProfile, CapturedSample, CapturedSpan, ReceiverHandle, SpanKind, Transport,
+    unused_loopback_addr,
+};
+use rideshare::span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
+use rideshare::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
+
+const SERVICE: &str = env!("CARGO_BIN_EXE_rideshare");
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+/// One regional instance with receivers of its own.
+struct Region {
+    name: &'static str,
+    otlp: Otlp,
+    child: Child,
+    addr: SocketAddr,
+    traces: Capture,
+    profiles: Capture,
+    _receivers: Vec<ReceiverHandle>,
+}
+
+#[derive(Clone, Copy)]
+enum Otlp {
+    Grpc,
+    Http,
+}
+
+async fn start_region(name: &'static str, otlp: Otlp) -> Region {
+    let traces = Capture::new();
+    let profiles = Capture::new();
+    let pyroscope = profiles
+        .serve_http("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (otlp_receiver, protocol, endpoint) = match otlp {
+        Otlp::Grpc => {
+            let r = traces
+                .serve_otlp_grpc("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let endpoint = format!("http://{}", r.local_addr());
+            (r, "grpc", endpoint)
+        }
+        Otlp::Http => {
+            let r = traces
+                .serve_http("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            let endpoint = format!("http://{}", r.local_addr());
+            (r, "http/protobuf", endpoint)
+        }
+    };
+    let addr = unused_loopback_addr();
+    let child = Command::new(SERVICE)
+        .env_clear()
+        .env("REGION", name)
+        .env("RIDESHARE_LISTEN_ADDR", addr.to_string())
+        .env("RIDESHARE_WORK_SCALE", "0.02")
+        .env("RIDESHARE_MUTEX_HOTSPOT", "on")
+        .env(
+            "PYROSCOPE_SERVER_ADDRESS",
+            format!("http://{}", pyroscope.local_addr()),
+        )
+        // Longer than the test: the profile arrives only through the flush at SIGTERM.
+        .env("PYROSCOPE_UPLOAD_INTERVAL", "5m")
+        .env("PYROSCOPE_SAMPLE_RATE", "100")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        // Likewise for spans: only the flush at SIGTERM delivers them.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "300000")
+        .env("OTEL_BSP_MAX_QUEUE_SIZE", "100000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start rideshare");
+    let region = Region {
+        name,
+        otlp,
+        child,
+        addr,
+        traces,
+        profiles,
+        _receivers: vec![pyroscope, otlp_receiver],
+    };
+    wait_ready(region.addr).await;
+    region
+}
+
+async fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("http://{addr}/")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("service at {addr} did not become ready");
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {within:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spans whose parent is not a span of the same process: the local roots.
+fn local_roots(spans: &[CapturedSpan]) -> Vec<&CapturedSpan> {
+    let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id.as_deref().is_none_or(|p| !ids.contains(p)))
+        .collect()
+}
+
+fn ratio(n: usize, d: usize) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_and_profiles_link_span_by_span() {
+    let mut regions = vec![
+        start_region("us-east", Otlp::Grpc).await,
+        start_region("eu-north", Otlp::Http).await,
+        start_region("ap-south", Otlp::Grpc).await,
+    ];
+
+    // Bad input is refused before any work.
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", regions[0].addr);
+    let r = client
+        .get(format!("{base}/bike?search_radius=abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(body["error"].as_str().unwrap().contains("search_radius"));
+    let r = client.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Load through the real load generator, whose spans go to a receiver of their own.
+    let loadgen_traces = Capture::new();
+    let loadgen_receiver = loadgen_traces
+        .serve_otlp_grpc("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut loadgen = Command::new(LOADGEN)
+        .env_clear()
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", loadgen_receiver.local_addr()),
+        )
+        .env("RUST_LOG", "warn")
+        .args(["--duration", "8s", "--concurrency", "8"])
+        .args(regions.iter().map(|r| format!("http://{}", r.addr)))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start loadgen");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_exit(&mut loadgen, Duration::from_secs(60));
+        let mut out = String::new();
+        std::io::Read::read_to_string(loadgen.stdout.as_mut().unwrap(), &mut out).unwrap();
+        (status, out)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "loadgen failed: {}", status.1);
+    assert!(
+        status.1.contains("p99"),
+        "loadgen prints its table: {}",
+        status.1
+    );
+
+    // SIGTERM: every instance exits 0 and delivers its last spans and profile on the way out.
+    for region in &mut regions {
+        sigterm(&region.child);
+    }
+    for region in &mut regions {
+        let status = wait_exit(&mut region.child, Duration::from_secs(30));
+        assert!(status.success(), "{} exited with {status}", region.name);
+    }
+    let client_spans = loadgen_traces.spans();
+    assert!(!client_spans.is_empty(), "loadgen exported its spans");
+
+    let mut all_server_roots = 0;
+    let mut continued = 0;
+    let client_ids: HashSet<(String, String)> = client_spans
+        .iter()
+        .map(|s| (s.trace_id.clone(), s.span_id.clone()))
+        .collect();
+
+    for region in &regions {
+        let spans = region.traces.spans();
+        let profiles = region.profiles.profiles();
+        assert!(!spans.is_empty(), "{}: spans arrived", region.name);
+        assert!(!profiles.is_empty(), "{}: a profile arrived", region.name);
+        check_region(region.name, &spans, &profiles);
+        let transport = match region.otlp {
+            Otlp::Grpc => Transport::Grpc,
+            Otlp::Http => Transport::Http,
+        };
+        assert!(spans.iter().all(|s| s.transport == transport));
+
+        for root in local_roots(&spans) {
+            all_server_roots += 1;
+            let parent = root.parent_span_id.clone().unwrap_or_default();
+            if client_ids.contains(&(root.trace_id.clone(), parent)) {
+                continued += 1;
+            }
+        }
+    }
+    let share = ratio(continued, all_server_roots);
+    eprintln!(
+        "{continued} of {all_server_roots} server roots ({:.2}%) continue a loadgen trace",
+        100.0 * share
+    );
+    assert!(
+        share >= 0.95,
+        "only {continued} of {all_server_roots} server roots continue a loadgen trace"
+    );
+}
+
+fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfile]) {
+    // Trace resource and profile series agree on the service name.
+    for span in spans {
+        assert_eq!(
+            span.resource_str("service.name"),
+            Some(DEFAULT_SERVICE_NAME)
+        );
+        assert_eq!(span.resource_str("cloud.region"), Some(region));
+    }
+    for profile in profiles {
+        assert_eq!(
+            profile
+                .series_labels
+                .get("service_name")
+                .map(String::as_str),
+            Some(DEFAULT_SERVICE_NAME)
+        );
+        assert_eq!(
+            profile.series_labels.get("region").map(String::as_str),
+            Some(region)
+        );
+        assert_eq!(
+            profile.series_labels.get("__name__").map(String::as_str),
+            Some("process_cpu")
+        );
+    }
+
+    // Every local root is a SERVER span linked to itself.
+    let roots = local_roots(spans);
+    assert!(
+        roots.len() > 10,
+        "{region}: only {} requests traced",
+        roots.len()
+    );
+    let mut root_names: HashMap<&str, &str> = HashMap::new();
+    for root in &roots {
+        assert_eq!(
+            root.attr_str(PROFILE_ID_ATTRIBUTE),
+            Some(root.span_id.as_str()),
+            "{region}: local root {} must carry its own id",
+            root.name
+        );
+        // `GET /route`, or plain `GET` where no route matched (the 404), per the HTTP semconv.
+        assert_eq!(
+            root.kind,
+            SpanKind::Server,
+            "{region}: {} is a SERVER span",
+            root.name
+        );
+        assert_eq!(root.attr_str("http.request.method"), Some("GET"));
+        assert!(root.attr_str("url.path").is_some());
+        assert!(
+            root.attr_i64("http.response.status_code").is_some(),
+            "{region}: {:?}",
+            root.attributes
+        );
+        match root.attr_str("http.route") {
+            Some(route) => assert_eq!(root.name, format!("GET {route}")),
+            None => assert_eq!(root.name, "GET"),
+        }
+        root_names.insert(root.span_id.as_str(), root.name.as_str());
+    }
+    for span in spans {
+        if !roots.iter().any(|r| r.span_id == span.span_id) {
+            assert_eq!(
+                span.attr_str(PROFILE_ID_ATTRIBUTE),
+                None,
+                "only local roots are linked"
+            );
+        }
+    }
+
+    // Shares are of CPU time (sample values), so a stack seen 10 times weighs 10 times.
+    let samples: Vec<_> = profiles.iter().flat_map(|p| p.samples()).collect();
+    let weight = |s: &&CapturedSample| s.value.max(0) as usize;
+
+    let with_span: Vec<_> = samples
+        .iter()
+        .filter(|s| s.label(SPAN_ID_LABEL).is_some())
+        .collect();
+    let with_span_cpu: usize = with_span.iter().map(weight).sum();
+    let matching: usize = with_span
+        .iter()
+        .filter(|s| {
+            let id = s.label(SPAN_ID_LABEL).unwrap_or_default();
+            root_names
+                .get(id)
+                .is_some_and(|name| s.label(SPAN_NAME_LABEL) == Some(*name))
+        })
+        .map(weight)
+        .sum();
+    assert!(with_span_cpu > 0, "{region}: samples carry span ids");
+    assert!(
+        ratio(matching, with_span_cpu) >= 0.99,
+        "{region}: {matching} of {with_span_cpu} ns of span-labelled CPU name an exported local root"
+    );
+
+    let mut by_vehicle: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for s in &samples {
+        if let Some(v) = s.label(VEHICLE_LABEL) {
+            let e = by_vehicle.entry(v).or_default();
+            e.0 += weight(&s);
+            if s.has_frame(&format!("order_{v}")) {
+                e.1 += weight(&s);
+            }
+        }
+    }
+    for (vehicle, (total, inside)) in &by_vehicle {
+        let example = samples
+            .iter()
+            .find(|s| {
+                s.label(VEHICLE_LABEL) == Some(vehicle) && !s.has_frame(&format!("order_{vehicle}"))
+            })
+            .map(|s| s.stack.join(" > "));
+        assert!(
+            ratio(*inside, *total) >= 0.99,
+            "{region}: only {inside} of {total} ns labelled vehicle={vehicle} are inside order_{vehicle}; e.g. {example:?}"
+        );
+    }
+    assert!(
+        by_vehicle.contains_key("car"),
+        "{region}: car samples labelled"
+    );
+
+    let in_orders: Vec<_> = samples.iter().filter(|s| s.has_frame("order_")).collect();
+    let in_orders_cpu: usize = in_orders.iter().map(weight).sum();
+    let labelled: usize = in_orders
+        .iter()
+        .filter(|s| s.label(SPAN_ID_LABEL).is_some())
+        .map(weight)
+        .sum();
+    assert!(
+        ratio(labelled, in_orders_cpu) >= 0.90,
+        "{region}: only {labelled} of {in_orders_cpu} ns inside order_* carry a span_id"
+    );
+
+    eprintln!(
+        "{region}: {} local roots; span-labelled CPU naming an exported root {:.2}%; CPU in order_* with span_id {:.2}%; vehicle labels inside their order_* frame {}",
+        roots.len(),
+        100.0 * ratio(matching, with_span_cpu),
+        100.0 * ratio(labelled, in_orders_cpu),
+        by_vehicle
+            .iter()
+            .map(|(v, (t, i))| format!("{v} {:.2}%", 100.0 * ratio(*i, *t)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mutex = samples.iter().filter(|s| s.has_frame("mutex_lock")).count();
+    if region == "eu-north" {
+        assert!(mutex > 0, "eu-north burns CPU in mutex_lock");
+    } else {
+        assert_eq!(mutex, 0, "{region} has no mutex_lock samples");
+    }
+}
