@@ -28,11 +28,25 @@ pub struct Cli {
 pub enum Command {
     /// Serve the rideshare API (the default).
     Serve(Box<ServeArgs>),
+    /// Run three regions and the load generator on this machine, capture their spans and
+    /// profiles through the real protocols, and write a self-contained HTML report.
+    Demo(DemoArgs),
     /// Exit 0 if the URL answers 2xx: the container health check.
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:5000/", value_parser = parse_http_url)]
         url: Url,
     },
+}
+
+/// `rideshare demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long to run the load.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Where to write the report.
+    #[arg(long, default_value = "rideshare-report")]
+    pub out: std::path::PathBuf,
 }
 
 /// The service's own settings.
@@ -61,6 +75,12 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "RIDESHARE_SHUTDOWN_GRACE", value_name = "RIDESHARE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Most orders in flight at once; more get 503 with Retry-After.
+    #[arg(long, env = "RIDESHARE_MAX_IN_FLIGHT", value_name = "RIDESHARE_MAX_IN_FLIGHT", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+    /// Longest an order may take before it is abandoned with a 503.
+    #[arg(long, env = "RIDESHARE_REQUEST_TIMEOUT", value_name = "RIDESHARE_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod demo;
 pub mod loadgen;
 pub mod sampler;
 pub mod service;

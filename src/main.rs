@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Healthcheck { url }) => healthcheck(url),
+        Some(Command::Demo(args)) => rideshare::demo::main(args),
         Some(Command::Serve(args)) => serve(*args),
         None => serve(cli.serve),
     }
@@ -88,7 +89,10 @@ async fn run(args: ServeArgs) -> ExitCode {
     );
     let served = service::serve(
         listener,
-        service::router(state),
+        service::router(
+            state,
+            service::limits::Limits::new(args.max_in_flight as usize, args.request_timeout),
+        ),
         rideshare::shutdown::signal(),
         args.shutdown_grace,
     )

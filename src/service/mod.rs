@@ -2,6 +2,7 @@
 
 mod frames;
 mod http_span;
+pub mod limits;
 pub mod routes;
 pub mod work;
 
@@ -34,14 +35,21 @@ impl AppState {
     }
 }
 
-/// The routes, each wrapped in its HTTP server span.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(routes::index))
+/// The routes, each wrapped in its HTTP server span; the orders also behind the load limits.
+pub fn router(state: Arc<AppState>, limits: limits::Limits) -> Router {
+    let orders = Router::new()
         .route("/bike", get(routes::bike))
         .route("/scooter", get(routes::scooter))
         .route("/car", get(routes::car))
+        .route_layer(axum::middleware::from_fn_with_state(
+            limits,
+            limits::shed_load,
+        ));
+    Router::new()
+        .route("/", get(routes::index))
+        .merge(orders)
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(limits::size_limits))
         .layer(axum::middleware::from_fn(http_span::http_server_span))
         .with_state(state)
 }
