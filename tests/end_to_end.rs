@@ -268,8 +268,8 @@ fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfil
     // keep it rare, and judge the rest.
     let (samples, unwound_not): (Vec<_>, Vec<_>) =
         all.into_iter().partition(|s| !s.stack.is_empty());
-    let total_cpu: usize = samples.iter().chain(&unwound_not).map(|s| weight(s)).sum();
-    let empty_cpu: usize = unwound_not.iter().map(|s| weight(s)).sum();
+    let total_cpu: usize = samples.iter().chain(&unwound_not).map(weight).sum();
+    let empty_cpu: usize = unwound_not.iter().map(weight).sum();
     assert!(
         ratio(empty_cpu, total_cpu) < 0.05,
         "{region}: {empty_cpu} of {total_cpu} ns of samples have no stack"
