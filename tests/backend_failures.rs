@@ -1,0 +1,405 @@
+//! Telemetry never takes the service down: backends that refuse, stall, fail or want
+//! credentials; shutdown under load; bad configuration; hostile input.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rideshare::capture::{Behaviour, Capture, unused_loopback_addr};
+use support::{Service, run_to_exit};
+
+const SECRET: &str = "hunter2-do-not-print";
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Sends `n` orders one after the other; all must succeed.
+async fn orders(service: &Service, n: usize) {
+    let client = reqwest::Client::new();
+    for _ in 0..n {
+        let r = client.get(service.url("/bike")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_while_backends_fail_and_delivers_again_when_they_recover() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.001".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+    ])
+    .await;
+
+    for behaviour in [
+        Behaviour::Status(500),
+        Behaviour::Status(429),
+        Behaviour::Status(401),
+        Behaviour::Stall,
+    ] {
+        receiver.set_behaviour(behaviour.clone());
+        // Requests keep succeeding while every export fails or hangs.
+        orders(&service, 20).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        orders(&service, 5).await;
+    }
+    assert!(
+        capture.spans().is_empty(),
+        "nothing was accepted while failing"
+    );
+
+    // Back to healthy: new spans and profiles arrive within an upload interval plus the batch
+    // delay (and the 10 s the crate waits on a stalled push).
+    receiver.set_behaviour(Behaviour::Accept);
+    orders(&service, 10).await;
+    capture
+        .wait_for(
+            |c| !c.spans().is_empty() && !c.profiles().is_empty(),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("delivery resumes by itself");
+
+    let output = service.output();
+    assert!(
+        output.contains("OTLP trace export failed"),
+        "warns about traces: {output}"
+    );
+    assert!(
+        output.to_lowercase().contains("pyroscope"),
+        "warns about profiles: {output}"
+    );
+    // Rate-limited: one warning a minute per backend, not one per failed export.
+    let trace_warnings = output.matches("OTLP trace export failed").count();
+    assert!(
+        trace_warnings <= 2,
+        "{trace_warnings} trace warnings in {output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_when_backends_refuse_connections() {
+    let nowhere = format!("http://{}", unused_loopback_addr());
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.001".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", nowhere.clone()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", nowhere.clone()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+    ])
+    .await;
+    orders(&service, 30).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    orders(&service, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_reach_pyroscope_and_are_never_printed() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    receiver.set_behaviour(Behaviour::RequireAuth {
+        basic: Some(("stack-123".into(), SECRET.into())),
+        tenant: Some("tenant-7".into()),
+    });
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.01".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
+        ("PYROSCOPE_BASIC_AUTH_USER", "stack-123".into()),
+        ("PYROSCOPE_BASIC_AUTH_PASSWORD", SECRET.into()),
+        ("PYROSCOPE_TENANT_ID", "tenant-7".into()),
+        ("OTEL_SDK_DISABLED", "true".into()),
+        ("RUST_LOG", "debug".into()),
+    ])
+    .await;
+    orders(&service, 10).await;
+    let profiles = capture
+        .wait_for_profiles(1, Duration::from_secs(15))
+        .await
+        .expect("authenticated pushes are accepted");
+    assert_eq!(
+        profiles[0].headers.basic_credentials(),
+        Some(("stack-123".to_owned(), SECRET.to_owned()))
+    );
+    assert_eq!(
+        profiles[0].headers.scope_org_id.as_deref(),
+        Some("tenant-7")
+    );
+
+    let index = reqwest::get(service.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!index.contains(SECRET));
+    assert!(
+        !service.output().contains(SECRET),
+        "the password is in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_exits_zero_and_a_second_signal_exits_at_once() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    let mut service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.5".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "5m".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "300000".into()),
+    ])
+    .await;
+    // Orders in flight (a car takes 600 ms of CPU at this scale) when the signal arrives. Each
+    // goes over a connection that already served a request, so the server is reading it when
+    // the signal comes (a connection with no request read yet is closed by a graceful stop).
+    let mut in_flight = Vec::new();
+    for _ in 0..4 {
+        let client = reqwest::Client::new();
+        assert!(
+            client
+                .get(service.url("/"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success()
+        );
+        in_flight.push(tokio::spawn(client.get(service.url("/car")).send()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.sigterm();
+    for request in in_flight {
+        let response = request.await.unwrap().expect("in-flight request finished");
+        assert_eq!(response.status(), 200);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = service.wait_exit(Duration::from_secs(10));
+        (status, service)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {}", status.0);
+    // Spans and the profile were only ever flushed at shutdown.
+    assert!(capture.spans().iter().any(|s| s.name == "GET /car"));
+    assert!(capture.profiles().iter().any(|p| p.has_frame("order_car")));
+
+    // A second signal while draining: the process ends at once.
+    let mut service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "1".into()),
+        ("RIDESHARE_SHUTDOWN_GRACE", "60s".into()),
+        ("PYROSCOPE_ENABLED", "false".into()),
+        ("OTEL_SDK_DISABLED", "true".into()),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    assert!(
+        client
+            .get(service.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let slow = tokio::spawn(client.get(service.url("/car?search_radius=10")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.sigterm();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    service.sigterm();
+    let (status, service) = tokio::task::spawn_blocking(move || {
+        let status = service.wait_exit(Duration::from_secs(5));
+        (status, service)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !status.success(),
+        "the second signal aborts the drain: {status}, {}",
+        service.output()
+    );
+    assert!(slow.await.unwrap().is_err(), "the slow order was cut off");
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_line_before_binding() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("RIDESHARE_WORK_SCALE", "lots", "RIDESHARE_WORK_SCALE"),
+        (
+            "RIDESHARE_LISTEN_ADDR",
+            "localhost",
+            "RIDESHARE_LISTEN_ADDR",
+        ),
+        (
+            "RIDESHARE_MUTEX_HOTSPOT",
+            "maybe",
+            "RIDESHARE_MUTEX_HOTSPOT",
+        ),
+        (
+            "PYROSCOPE_SERVER_ADDRESS",
+            "ftp://x",
+            "PYROSCOPE_SERVER_ADDRESS",
+        ),
+        (
+            "PYROSCOPE_UPLOAD_INTERVAL",
+            "0s",
+            "PYROSCOPE_UPLOAD_INTERVAL",
+        ),
+        ("PYROSCOPE_SAMPLE_RATE", "fast", "PYROSCOPE_SAMPLE_RATE"),
+        ("PYROSCOPE_ENABLED", "perhaps", "PYROSCOPE_ENABLED"),
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/json",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "not a url",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG",
+        ),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.5", "OTEL_TRACES_SAMPLER_ARG"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "novalue",
+            "OTEL_RESOURCE_ATTRIBUTES",
+        ),
+        ("REGION", "", "REGION"),
+        (
+            "PYROSCOPE_BASIC_AUTH_USER",
+            "only-user",
+            "PYROSCOPE_BASIC_AUTH_PASSWORD",
+        ),
+        ("RUST_LOG", "info,[", "RUST_LOG"),
+    ];
+    let listen = unused_loopback_addr().to_string();
+    for (variable, value, named) in cases {
+        let env = [
+            ("RIDESHARE_LISTEN_ADDR", listen.as_str()),
+            ("PYROSCOPE_BASIC_AUTH_PASSWORD", SECRET),
+            ("PYROSCOPE_BASIC_AUTH_USER", "u"),
+            (variable, value),
+        ];
+        // The password is set in every case (with a user, unless the case is about the user):
+        // whatever goes wrong, it must not be echoed.
+        let env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                *variable != "PYROSCOPE_BASIC_AUTH_USER" || *k != "PYROSCOPE_BASIC_AUTH_PASSWORD"
+            })
+            .collect();
+        let (code, output) = run_to_exit(&[], &env);
+        assert_eq!(
+            code,
+            Some(2),
+            "{variable}={value:?} must exit 2, said: {output}"
+        );
+        let lines: Vec<_> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{variable}={value:?}: one line, got {output:?}"
+        );
+        assert!(
+            lines[0].contains(named),
+            "{variable}={value:?}: {output:?} should name {named}"
+        );
+        assert!(!output.contains(SECRET));
+        assert!(
+            std::net::TcpListener::bind(&listen).is_ok(),
+            "nothing bound"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_clear_errors_and_fresh_traces() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.05".into()),
+        ("PYROSCOPE_ENABLED", "false".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RIDESHARE_MAX_IN_FLIGHT", "1".into()),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    for query in [
+        "search_radius=0",
+        "search_radius=11",
+        "search_radius=1e3",
+        "search_radius=%FF",
+        "search_radius=1&search_radius=2",
+    ] {
+        let r = client
+            .get(service.url(&format!("/car?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert!(body["error"].is_string(), "{query}: {body}");
+    }
+    let long = "a".repeat(10_000);
+    let r = client
+        .get(service.url(&format!("/bike?x={long}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 414);
+
+    // Malformed trace context starts a fresh trace: no error, no adopted parent.
+    for traceparent in [
+        "garbage",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz",
+    ] {
+        let r = client
+            .get(service.url("/bike"))
+            .header("traceparent", traceparent)
+            .header("tracestate", "=,,,===")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{traceparent}");
+    }
+    let roots = capture
+        .wait_for(
+            |c| c.spans_named("GET /bike").len() >= 6,
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|_| capture.spans_named("GET /bike"))
+        .expect("spans arrive");
+    for root in roots {
+        assert_eq!(
+            root.parent_span_id, None,
+            "a malformed traceparent was adopted"
+        );
+        assert_ne!(root.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    // One order in flight at most: the next is shed with Retry-After, not queued.
+    let slow = tokio::spawn(client.get(service.url("/car?search_radius=10")).send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = client.get(service.url("/bike")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+}
