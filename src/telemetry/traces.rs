@@ -87,6 +87,7 @@ struct Warning<E> {
 struct WarnState {
     last: Option<Instant>,
     failed: u64,
+    failed_spans: u64,
     failing: bool,
 }
 
@@ -110,6 +111,7 @@ impl<E> Warning<E> {
             }
             Err(error) => {
                 state.failed += 1;
+                state.failed_spans += spans as u64;
                 state.failing = true;
                 if state.last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                     tracing::warn!(
@@ -135,6 +137,16 @@ impl<E: SpanExporter> SpanExporter for Warning<E> {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.failed_spans > 0 {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                dropped_spans = state.failed_spans,
+                failed_batches = state.failed,
+                "spans that could not be exported during this run"
+            );
+        }
+        drop(state);
         self.inner.shutdown_with_timeout(timeout)
     }
 

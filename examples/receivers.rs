@@ -1,0 +1,79 @@
+//! Stand-in backends for benchmarks and soak runs: OTLP (gRPC and HTTP) and Pyroscope push
+//! receivers that decode what arrives, count it, and keep nothing.
+//!
+//! `cargo run --release --example receivers -- 127.0.0.1:4317 127.0.0.1:4318` serves OTLP/gRPC on
+//! the first address and OTLP/HTTP + Pyroscope push on the second, and prints a JSON line of
+//! counts every `RECEIVERS_REPORT_EVERY` (default 5s) and at SIGTERM/Ctrl-C.
+
+use std::time::Duration;
+
+use rideshare::capture::Capture;
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let grpc = args.next().unwrap_or_else(|| "127.0.0.1:4317".into());
+    let http = args.next().unwrap_or_else(|| "127.0.0.1:4318".into());
+    let every = std::env::var("RECEIVERS_REPORT_EVERY")
+        .ok()
+        .and_then(|s| humantime::parse_duration(&s).ok())
+        .unwrap_or(Duration::from_secs(5));
+    let capture = Capture::new();
+    let _grpc = capture
+        .serve_otlp_grpc(grpc.parse().expect("gRPC address"))
+        .await
+        .expect("bind gRPC");
+    let _http = capture
+        .serve_http(http.parse().expect("HTTP address"))
+        .await
+        .expect("bind HTTP");
+    let mut totals = Totals::default();
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = rideshare::shutdown::signal() => {
+                totals.add(&capture);
+                println!("{}", totals.json());
+                return;
+            }
+        }
+        totals.add(&capture);
+        println!("{}", totals.json());
+    }
+}
+
+/// Running totals; the capture is emptied at each report so memory stays flat.
+#[derive(Default)]
+struct Totals {
+    spans: u64,
+    profiles: u64,
+    cpu_samples: u64,
+    labelled_samples: u64,
+}
+
+impl Totals {
+    fn add(&mut self, capture: &Capture) {
+        self.spans += capture.spans().len() as u64;
+        for profile in capture.profiles() {
+            self.profiles += 1;
+            let period = profile.period().max(1);
+            for sample in profile.samples() {
+                let n = (sample.value / period).max(0) as u64;
+                self.cpu_samples += n;
+                if sample.label("span_id").is_some() {
+                    self.labelled_samples += n;
+                }
+            }
+        }
+        capture.clear();
+    }
+
+    fn json(&self) -> String {
+        format!(
+            r#"{{"spans":{},"profiles":{},"cpu_samples":{},"span_labelled_samples":{}}}"#,
+            self.spans, self.profiles, self.cpu_samples, self.labelled_samples
+        )
+    }
+}
