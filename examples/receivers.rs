@@ -27,13 +27,15 @@ async fn main() {
         .serve_http(http.parse().expect("HTTP address"))
         .await
         .expect("bind HTTP");
+    let stop = rideshare::shutdown::signal();
+    tokio::pin!(stop);
     let mut totals = Totals::default();
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = rideshare::shutdown::signal() => {
+            () = &mut stop => {
                 totals.add(&capture);
                 println!("{}", totals.json());
                 return;

@@ -70,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDESHARE_MUTEX_HOTSPOT", value_name = "RIDESHARE_MUTEX_HOTSPOT", value_enum, default_value_t = Hotspot::Periodic)]
     pub mutex_hotspot: Hotspot,
     /// How span labels reach CPU samples.
-    #[arg(long, env = "RIDESHARE_PROFILE_LABELS", value_name = "RIDESHARE_PROFILE_LABELS", value_enum, default_value_t = ProfileLabels::ThreadTags)]
+    #[arg(long, env = "RIDESHARE_PROFILE_LABELS", value_name = "RIDESHARE_PROFILE_LABELS", value_enum, default_value_t = ProfileLabels::Sampler)]
     pub profile_labels: ProfileLabels,
     /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "RIDESHARE_SHUTDOWN_GRACE", value_name = "RIDESHARE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
@@ -99,6 +99,8 @@ pub enum Hotspot {
 /// The mechanism that puts span labels on samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProfileLabels {
+    /// This crate's SIGPROF sampler: labels read from a per-thread slot at sample time.
+    Sampler,
     /// The `pyroscope` crate's thread tags, changed at every span enter/exit.
     ThreadTags,
     /// Profiles without span labels.

@@ -8,6 +8,7 @@ use pyroscope::pyroscope::{PyroscopeAgentBuilder, PyroscopeAgentRunning};
 use pyroscope::session::{Session, SessionManager, SessionSignal};
 
 use crate::config::{ProfileLabels, TelemetryArgs};
+use crate::sampler::{SamplerConfig, sampler_backend};
 use crate::span_profiles::{LabelSink, NoLabels, ThreadTagSink};
 
 /// A running Pyroscope agent.
@@ -69,12 +70,21 @@ pub fn start(
     if !args.pyroscope_enabled {
         return Ok((None, Box::new(NoLabels)));
     }
-    let backend = pprof_backend(
-        PprofConfig {
-            sample_rate: args.pyroscope_sample_rate,
-        },
-        BackendConfig::default(),
-    );
+    let rate = args.pyroscope_sample_rate;
+    let (backend, sink): (_, Box<dyn LabelSink>) = match labels {
+        ProfileLabels::Sampler => {
+            let (backend, sink) = sampler_backend(SamplerConfig {
+                sample_rate: rate,
+                ..SamplerConfig::default()
+            });
+            (backend, Box::new(sink))
+        }
+        // The sink needs the running agent; it is made below.
+        ProfileLabels::ThreadTags | ProfileLabels::Off => (
+            pprof_backend(PprofConfig { sample_rate: rate }, BackendConfig::default()),
+            Box::new(NoLabels),
+        ),
+    };
     // The crate appends the push path itself; a trailing slash would double it.
     let url = args.pyroscope_server_address.as_str().trim_end_matches('/');
     let mut builder = PyroscopeAgentBuilder::new(
@@ -100,9 +110,9 @@ pub fn start(
         .build()
         .and_then(|a| a.start())
         .map_err(|e| format!("cannot start the Pyroscope agent: {e}"))?;
-    let sink: Box<dyn LabelSink> = match labels {
+    let sink = match labels {
         ProfileLabels::ThreadTags => Box::new(ThreadTagSink::new(&agent)),
-        ProfileLabels::Off => Box::new(NoLabels),
+        ProfileLabels::Sampler | ProfileLabels::Off => sink,
     };
     Ok((Some(Profiler { agent }), sink))
 }

@@ -1,0 +1,361 @@
+//! Unit tests of the parts that do not need SIGPROF (the lib test binary also runs pyroscope's
+//! own profiler, and SIGPROF is process-wide); the signal path is exercised in
+//! `tests/sampler_stress.rs`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use pyroscope::backend::{BackendConfig, Report};
+
+use super::collect::{Aggregator, Symbolizer};
+use super::interner::{LabelTable, MAX_LABEL_SETS, NO_LABELS, OVERFLOW_ID, Resolved, pack, unpack};
+use super::ring::{MAX_DEPTH, Ring};
+use super::unwind::{self, Pool};
+use super::{sys, thread};
+use crate::span_profiles::LabelSet;
+
+fn set(i: usize) -> LabelSet {
+    LabelSet::from_pairs([("span_id", format!("{i:016x}")), ("span_name", "t".into())])
+}
+
+fn table() -> Box<LabelTable> {
+    Box::new(LabelTable::new())
+}
+
+fn tags(resolved: Resolved) -> Vec<(String, String)> {
+    match resolved {
+        Resolved::Set(tags) => tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect(),
+        other => panic!("expected a live set, got {other:?}"),
+    }
+}
+
+#[test]
+fn interning_memoizes_and_equal_sets_share_an_id() {
+    let table = table();
+    let a = set(1);
+    let w = table.word_for(&a);
+    assert_ne!(w, NO_LABELS);
+    assert_eq!(a.sink_slot().load(Ordering::Relaxed), w, "memo written");
+    assert_eq!(table.word_for(&a), w, "fast path gives the same word");
+    let a2 = set(1);
+    assert_eq!(table.word_for(&a2), w, "an equal set shares the id");
+    let b = set(2);
+    assert_ne!(unpack(table.word_for(&b)).0, unpack(w).0);
+    assert_eq!(
+        tags(table.resolve(w)),
+        vec![
+            ("span_id".to_string(), "0000000000000001".to_string()),
+            ("span_name".to_string(), "t".to_string())
+        ]
+    );
+    assert!(matches!(table.resolve(NO_LABELS), Resolved::None));
+    assert_eq!(table.counts().live, 2);
+}
+
+#[test]
+fn reclaim_frees_unused_ids_and_stale_words_never_name_another_set() {
+    let table = table();
+    let a = set(1);
+    let b = set(2);
+    let wa = table.word_for(&a);
+    let wb = table.word_for(&b);
+    // Both were used in this epoch: kept.
+    assert_eq!(table.reclaim(&[]), 0);
+    // Next epoch: only `b` is used.
+    assert_eq!(table.word_for(&b), wb);
+    assert_eq!(table.reclaim(&[]), 1);
+    assert!(matches!(table.resolve(wa), Resolved::Stale));
+    assert!(matches!(table.resolve(wb), Resolved::Set(_)));
+    // The freed id goes to the next new set, under a new generation.
+    let c = set(3);
+    let wc = table.word_for(&c);
+    assert_eq!(unpack(wc).0, unpack(wa).0, "id reused");
+    assert_ne!(wc, wa);
+    assert!(matches!(table.resolve(wa), Resolved::Stale));
+    assert_eq!(tags(table.resolve(wc))[0].1, "0000000000000003");
+    // `a`'s memo is stale: switching to it again interns it anew.
+    let wa2 = table.word_for(&a);
+    assert_ne!(wa2, wa);
+    assert_eq!(tags(table.resolve(wa2))[0].1, "0000000000000001");
+    assert_eq!(table.counts().reclaimed, 1);
+}
+
+#[test]
+fn ids_held_by_a_thread_survive_reclaim() {
+    let table = table();
+    let a = set(1);
+    let wa = table.word_for(&a);
+    let id = unpack(wa).0;
+    assert_eq!(table.reclaim(&[]), 0, "used in this epoch");
+    assert_eq!(
+        table.reclaim(&[id]),
+        0,
+        "unused, but a thread runs under it"
+    );
+    table.mark(id); // what the collector does for a sampled word
+    assert_eq!(table.reclaim(&[]), 0, "sampled in this epoch");
+    assert_eq!(table.reclaim(&[]), 1, "unused, unheld, unsampled: freed");
+    assert!(matches!(table.resolve(wa), Resolved::Stale));
+}
+
+#[test]
+fn a_full_table_overflows_and_recovers_after_reclaim() {
+    let table = table();
+    let sets: Vec<LabelSet> = (0..MAX_LABEL_SETS).map(set).collect();
+    let ids: HashSet<u32> = sets.iter().map(|s| unpack(table.word_for(s)).0).collect();
+    assert_eq!(ids.len(), MAX_LABEL_SETS, "every live set has its own id");
+    let extra = set(MAX_LABEL_SETS);
+    let w = table.word_for(&extra);
+    assert_eq!(unpack(w).0, OVERFLOW_ID);
+    assert!(matches!(table.resolve(w), Resolved::Overflow));
+    assert_eq!(table.word_for(&extra), w, "overflow is memoized");
+    assert_eq!(
+        table.counts().overflowed_switches,
+        1,
+        "memo hit takes no lock"
+    );
+    // Keep half of the sets in use through the next epoch.
+    table.reclaim(&[]);
+    for s in &sets[..MAX_LABEL_SETS / 2] {
+        table.word_for(s);
+    }
+    assert_eq!(table.reclaim(&[]), MAX_LABEL_SETS / 2);
+    let w2 = table.word_for(&extra);
+    assert_ne!(unpack(w2).0, OVERFLOW_ID, "retried after reclaim");
+    assert!(matches!(table.resolve(w2), Resolved::Set(_)));
+}
+
+#[test]
+fn ring_delivers_in_order_and_reports_full() {
+    let ring = Ring::new(4);
+    for i in 0..4u64 {
+        let mut claim = ring.claim().expect("room");
+        claim.record().label = i;
+        claim.record().depth = 1;
+    }
+    assert!(ring.claim().is_none(), "full");
+    let mut seen = Vec::new();
+    assert_eq!(ring.drain(|r| seen.push(r.label)), 4);
+    assert_eq!(seen, vec![0, 1, 2, 3]);
+    // An unpublished claim stops the consumer without blocking it.
+    let mut first = ring.claim().unwrap();
+    first.record().label = 10;
+    {
+        let mut second = ring.claim().unwrap();
+        second.record().label = 11;
+    }
+    assert_eq!(ring.drain(|_| {}), 0);
+    drop(first);
+    let mut seen = Vec::new();
+    assert_eq!(ring.drain(|r| seen.push(r.label)), 2);
+    assert_eq!(seen, vec![10, 11]);
+}
+
+#[test]
+fn ring_with_concurrent_producers_loses_nothing_it_accepted() {
+    let ring = Arc::new(Ring::new(64));
+    let producers = 4;
+    let per = 5_000u64;
+    let accepted = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..producers)
+            .map(|p| {
+                let ring = &ring;
+                s.spawn(move || {
+                    let mut accepted = Vec::new();
+                    for i in 0..per {
+                        if let Some(mut c) = ring.claim() {
+                            let r = c.record();
+                            r.label = (p << 32) | i;
+                            r.depth = 1;
+                            r.ips[0] = r.label;
+                            accepted.push(r.label);
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        let mut drained = Vec::new();
+        while handles.iter().any(|h| !h.is_finished()) {
+            ring.drain(|r| {
+                assert_eq!(r.ips[0], r.label, "record torn");
+                drained.push(r.label)
+            });
+        }
+        let mut accepted: Vec<u64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        ring.drain(|r| drained.push(r.label));
+        accepted.sort();
+        drained.sort();
+        assert_eq!(accepted, drained);
+        accepted.len()
+    });
+    assert!(accepted > 0);
+}
+
+#[inline(never)]
+fn marker_function_for_symbolization(depth: usize, out: &mut Vec<u64>) {
+    if depth > 0 {
+        marker_function_for_symbolization(depth - 1, out);
+        std::hint::black_box(&out);
+        return;
+    }
+    backtrace::trace(|frame| {
+        out.push(frame.ip() as u64);
+        out.len() < MAX_DEPTH
+    });
+}
+
+fn frame_names(report: &Report) -> Vec<Vec<String>> {
+    report
+        .data
+        .keys()
+        .map(|trace| {
+            trace
+                .frames
+                .iter()
+                .map(|f| f.name.clone().unwrap_or_default())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn reports_group_by_label_set_with_symbolized_stacks_and_counts() {
+    let table = table();
+    let a = set(7);
+    let wa = table.word_for(&a);
+    let mut ips = Vec::new();
+    marker_function_for_symbolization(2, &mut ips);
+    assert!(ips.len() > 3);
+    let ring = Ring::new(16);
+    for (label, n) in [(wa, 3), (NO_LABELS, 2)] {
+        for _ in 0..n {
+            let mut c = ring.claim().unwrap();
+            let r = c.record();
+            r.label = label;
+            r.depth = ips.len() as u32;
+            r.ips[..ips.len()].copy_from_slice(&ips);
+        }
+    }
+    let mut aggregator = Aggregator::new();
+    assert_eq!(aggregator.drain(&ring, &table), 5);
+    let mut symbolizer = Symbolizer::new(BackendConfig::default());
+    let mut reports = symbolizer.reports(aggregator.take());
+    reports.sort_by_key(|r| r.metadata.tags.len());
+    assert_eq!(reports.len(), 2);
+    assert!(reports[0].metadata.tags.is_empty());
+    assert_eq!(reports[0].data.values().sum::<usize>(), 2);
+    let tags: Vec<String> = reports[1]
+        .metadata
+        .tags
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(tags, vec!["span_id=0000000000000007", "span_name=t"]);
+    assert_eq!(reports[1].data.values().sum::<usize>(), 3);
+    for trace in reports[1].data.keys() {
+        assert_eq!(trace.metadata, reports[1].metadata);
+    }
+    let names = frame_names(&reports[1]).pop().unwrap();
+    let marker = names
+        .iter()
+        .filter(|n| n.ends_with("marker_function_for_symbolization"))
+        .count();
+    // Three nested calls; an optimized build may inline one level of the recursion into itself.
+    assert!(
+        (2..=3).contains(&marker),
+        "three nested frames, names resolved: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.contains(
+            "rideshare::sampler::tests::reports_group_by_label_set_with_symbolized_stacks"
+        )),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn thread_slots_register_and_hold_their_id() {
+    std::thread::spawn(|| {
+        let w = pack(77, 5);
+        thread::set_current(w);
+        assert!(thread::held_ids().contains(&77));
+        let (lo, hi) = thread::SLOT.with(|s| {
+            (
+                s.stack_lo.load(Ordering::Relaxed),
+                s.stack_hi.load(Ordering::Relaxed),
+            )
+        });
+        let here = &w as *const u64 as usize;
+        assert!(lo < here && here < hi, "stack bounds registered");
+    })
+    .join()
+    .unwrap();
+    // The exited thread unregistered itself.
+    assert!(!thread::held_ids().contains(&77));
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[inline(never)]
+fn unwind_here(stack: Option<(u64, u64)>) -> Vec<u64> {
+    let (pc, sp, fp): (u64, u64, u64);
+    // SAFETY: reads registers only.
+    unsafe {
+        std::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {fp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            fp = out(reg) fp,
+        );
+    }
+    let pool = Pool::new();
+    let mut ips = [0u64; MAX_DEPTH];
+    let outcome = pool.unwind(
+        unwind::unwinder(),
+        sys::Regs { pc, sp, fp, lr: 0 },
+        stack,
+        0,
+        &mut ips,
+    );
+    assert!(!outcome.busy);
+    ips[..outcome.depth].to_vec()
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[inline(never)]
+fn unwind_caller_marker(stack: Option<(u64, u64)>) -> Vec<u64> {
+    let ips = unwind_here(stack);
+    std::hint::black_box(ips)
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn framehop_unwinds_our_own_stack_with_both_readers() {
+    let bounds = sys::current_stack_bounds().map(|(lo, hi)| (lo as u64, hi as u64));
+    assert!(bounds.is_some());
+    for stack in [bounds, None] {
+        let ips = unwind_caller_marker(stack);
+        let mut names = Vec::new();
+        for ip in &ips {
+            backtrace::resolve(*ip as *mut std::ffi::c_void, |s| {
+                names.push(s.name().map(|n| format!("{n:#}")).unwrap_or_default())
+            });
+        }
+        let pos = |f: &str| names.iter().position(|n| n.ends_with(f));
+        let here = pos("unwind_here").expect("leaf resolved");
+        let caller = pos("unwind_caller_marker").expect("caller found by unwinding");
+        let test =
+            pos("framehop_unwinds_our_own_stack_with_both_readers").expect("test function found");
+        assert!(here < caller && caller < test, "{names:?}");
+        assert!(ips.len() > 5, "unwound into the test harness: {names:?}");
+    }
+}

@@ -1,0 +1,832 @@
+//! The SIGPROF sampler under load: labels attributed to the right samples while many tasks
+//! interleave on few workers, nested and re-entered sets, a full label table, and a 1000 Hz run
+//! among threads that allocate and lock heavily (what a signal-unsafe handler would deadlock or
+//! crash on).
+//!
+//! One process, one SIGPROF: every test that starts a sampler holds [`SERIAL`], and a watchdog
+//! aborts the process if a test overruns (a deadlock would otherwise hang CI).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, Report, ReportData};
+use pyroscope::pyroscope::PyroscopeAgentBuilder;
+use rideshare::capture::Capture;
+use rideshare::sampler::{
+    MAX_LABEL_SETS, SampleLabels, SamplerConfig, SamplerStats, sampler_backend, stats,
+};
+use rideshare::span_profiles::{LabelSet, LabelSink};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Aborts the whole test process if not dropped within `limit`.
+struct Watchdog(Option<mpsc::Sender<()>>);
+
+fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("{name}: still running after {limit:?}: deadlock? aborting");
+            std::process::abort();
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn start(sample_rate: u32, reclaim: Duration) -> (BackendImpl<BackendReady>, SampleLabels) {
+    let (backend, sink) = sampler_backend(SamplerConfig {
+        sample_rate,
+        label_reclaim_interval: reclaim,
+        ..SamplerConfig::default()
+    });
+    (backend.initialize().expect("sampler starts"), sink)
+}
+
+fn report(backend: &mut BackendImpl<BackendReady>) -> Vec<Report> {
+    let batch = backend.report().expect("report");
+    assert_eq!(batch.profile_type, "process_cpu");
+    match batch.data {
+        ReportData::Reports(reports) => reports,
+        ReportData::RawPprof(_) => panic!("expected structured reports"),
+    }
+}
+
+/// One aggregated stack: its labels, its frame names (leaf first), its sample count.
+#[derive(Debug)]
+struct Stack {
+    labels: BTreeMap<String, String>,
+    names: Vec<String>,
+    count: usize,
+}
+
+fn stacks(reports: &[Report]) -> Vec<Stack> {
+    let mut out = Vec::new();
+    for report in reports {
+        let labels: BTreeMap<String, String> = report
+            .metadata
+            .tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
+        for (trace, &count) in &report.data {
+            assert_eq!(trace.metadata, report.metadata, "stack and report agree");
+            out.push(Stack {
+                labels: labels.clone(),
+                names: trace
+                    .frames
+                    .iter()
+                    .map(|f| f.name.clone().unwrap_or_default())
+                    .collect(),
+                count,
+            });
+        }
+    }
+    out
+}
+
+fn has_frame(stack: &Stack, function: &str) -> bool {
+    let suffix = format!("::{function}");
+    stack.names.iter().any(|n| n.ends_with(&suffix))
+}
+
+/// Iterations of [`spin`] per microsecond, measured once.
+fn iters_per_us() -> u64 {
+    static RATE: OnceLock<u64> = OnceLock::new();
+    *RATE.get_or_init(|| {
+        let n = 2_000_000;
+        let t = Instant::now();
+        black_box(spin(n, 1));
+        (n / (t.elapsed().as_micros() as u64).max(1)).max(1)
+    })
+}
+
+#[inline(never)]
+fn spin(iters: u64, seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..iters {
+        x = black_box(
+            x.wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407),
+        );
+    }
+    x
+}
+
+// The label switches happen inside these functions, so that every instruction run under label
+// X has burn_X on its stack: a sample labelled X without burn_X on its stack (or with another
+// burn_Y) is a misattribution.
+macro_rules! burner {
+    ($name:ident, $seed:expr) => {
+        #[inline(never)]
+        fn $name(sink: &SampleLabels, set: &LabelSet, iters: u64) -> u64 {
+            sink.switch(None, Some(set));
+            let r = spin(iters, $seed);
+            sink.switch(Some(set), None);
+            r
+        }
+    };
+}
+burner!(burn_a, 11);
+burner!(burn_b, 23);
+burner!(burn_c, 37);
+burner!(burn_d, 41);
+
+const KINDS: [&str; 4] = ["a", "b", "c", "d"];
+
+fn burn(kind: usize, sink: &SampleLabels, set: &LabelSet, iters: u64) -> u64 {
+    match kind {
+        0 => burn_a(sink, set, iters),
+        1 => burn_b(sink, set, iters),
+        2 => burn_c(sink, set, iters),
+        _ => burn_d(sink, set, iters),
+    }
+}
+
+/// Checks that every labelled stack has the burn function of its label, and no other.
+fn check_attribution(stacks: &[Stack]) -> HashMap<String, usize> {
+    let mut per_kind = HashMap::new();
+    let mut bad = Vec::new();
+    for stack in stacks {
+        let Some(kind) = stack.labels.get("burn") else {
+            continue;
+        };
+        *per_kind.entry(kind.clone()).or_insert(0) += stack.count;
+        let own = format!("burn_{kind}");
+        let others: Vec<&str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| *k != kind && has_frame(stack, &format!("burn_{k}")))
+            .collect();
+        if !has_frame(stack, &own) || !others.is_empty() {
+            bad.push(stack);
+        }
+    }
+    assert!(bad.is_empty(), "misattributed samples: {bad:#?}");
+    per_kind
+}
+
+#[test]
+fn labels_follow_tasks_interleaved_on_two_workers() {
+    let _serial = serial();
+    let _watchdog = watchdog("interleaved", Duration::from_secs(120));
+    let per_burn = 300 * iters_per_us();
+    let (mut backend, sink) = start(1000, Duration::from_secs(1));
+    let before = stats();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tasks = 400;
+    let rounds = 8;
+    runtime.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|i| {
+                let set = Arc::new(LabelSet::from_pairs([
+                    ("burn", KINDS[i % 4].to_string()),
+                    ("task", i.to_string()),
+                ]));
+                tokio::spawn(async move {
+                    let mut acc = 0;
+                    for _ in 0..rounds {
+                        acc ^= burn(i % 4, &sink, &set, per_burn);
+                        // Let another task run on this worker before the next burn.
+                        tokio::task::yield_now().await;
+                    }
+                    acc
+                })
+            })
+            .collect();
+        for h in handles {
+            black_box(h.await.unwrap());
+        }
+    });
+    drop(runtime);
+    eprintln!("DBG before report {:?}", delta(&before, &stats()));
+    let reports = report(&mut backend);
+    eprintln!(
+        "DBG after report {:?} total {}",
+        delta(&before, &stats()),
+        reports.iter().flat_map(|r| r.data.values()).sum::<usize>()
+    );
+    backend.shutdown().unwrap();
+    let after = stats();
+    let stacks = stacks(&reports);
+    let per_kind = check_attribution(&stacks);
+    let labelled: usize = per_kind.values().sum();
+    let tasks_seen: HashSet<&String> = stacks.iter().filter_map(|s| s.labels.get("task")).collect();
+    eprintln!(
+        "interleaved: {labelled} labelled samples, per kind {per_kind:?}, {} tasks seen, \
+         stats delta {:?}",
+        tasks_seen.len(),
+        delta(&before, &after)
+    );
+    assert!(labelled >= 100, "too few labelled samples: {labelled}");
+    for kind in KINDS {
+        assert!(
+            per_kind.get(kind).copied().unwrap_or(0) >= 5,
+            "{kind}: {per_kind:?}"
+        );
+    }
+    assert!(tasks_seen.len() >= 50, "samples spread over tasks");
+    // Labels are exactly the set's pairs: nothing else unless thread ids/names were asked for.
+    for stack in &stacks {
+        assert!(
+            stack.labels.is_empty() || stack.labels.len() == 2,
+            "{stack:?}"
+        );
+    }
+}
+
+#[inline(never)]
+fn outer_a(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
+    sink.switch(None, Some(a));
+    let mut r = spin_a_before(iters);
+    r ^= nested_b(sink, a, b, iters);
+    r ^= spin_a_after(iters);
+    sink.switch(Some(a), None);
+    r
+}
+
+#[inline(never)]
+fn nested_b(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
+    sink.switch(Some(a), Some(b));
+    let r = spin_b(iters);
+    sink.switch(Some(b), Some(a));
+    r
+}
+
+#[inline(never)]
+fn spin_a_before(iters: u64) -> u64 {
+    // Not a tail call, so that this frame stays on the stack in release builds.
+    black_box(spin(iters, 3))
+}
+
+#[inline(never)]
+fn spin_a_after(iters: u64) -> u64 {
+    // Not a tail call, so that this frame stays on the stack in release builds.
+    black_box(spin(iters, 5))
+}
+
+#[inline(never)]
+fn spin_b(iters: u64) -> u64 {
+    // Not a tail call, so that this frame stays on the stack in release builds.
+    black_box(spin(iters, 7))
+}
+
+#[test]
+fn nested_and_reentered_label_sets() {
+    let _serial = serial();
+    let _watchdog = watchdog("nested", Duration::from_secs(120));
+    let iters = 500 * iters_per_us();
+    let (mut backend, sink) = start(1000, Duration::from_secs(1));
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            s.spawn(move || {
+                let a = LabelSet::from_pairs([("set", "A"), ("thread", &*t.to_string())]);
+                let b = LabelSet::from_pairs([("set", "B"), ("thread", &*t.to_string())]);
+                for _ in 0..300 {
+                    black_box(outer_a(&sink, &a, &b, iters));
+                }
+            });
+        }
+    });
+    let reports = report(&mut backend);
+    backend.shutdown().unwrap();
+    let stacks = stacks(&reports);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for stack in &stacks {
+        let Some(set) = stack.labels.get("set") else {
+            continue;
+        };
+        match set.as_str() {
+            "A" => {
+                assert!(has_frame(stack, "outer_a"), "{stack:?}");
+                assert!(
+                    !has_frame(stack, "spin_b"),
+                    "B's work labelled A: {stack:?}"
+                );
+                if has_frame(stack, "spin_a_after") {
+                    *counts.entry("A after B").or_default() += stack.count;
+                } else if has_frame(stack, "spin_a_before") {
+                    *counts.entry("A before B").or_default() += stack.count;
+                }
+            }
+            "B" => {
+                assert!(has_frame(stack, "nested_b"), "{stack:?}");
+                assert!(
+                    !has_frame(stack, "spin_a_before") && !has_frame(stack, "spin_a_after"),
+                    "A's work labelled B: {stack:?}"
+                );
+                *counts.entry("B").or_default() += stack.count;
+            }
+            other => panic!("unexpected set {other}"),
+        }
+        // Work that ran under no label at all is not labelled either way.
+    }
+    for stack in &stacks {
+        if stack.labels.is_empty() {
+            assert!(
+                !has_frame(stack, "spin_a_before")
+                    && !has_frame(stack, "spin_a_after")
+                    && !has_frame(stack, "spin_b"),
+                "labelled work reported without labels: {stack:?}"
+            );
+        }
+    }
+    eprintln!("nested: {counts:?}");
+    for key in ["A before B", "B", "A after B"] {
+        assert!(
+            counts.get(key).copied().unwrap_or(0) >= 5,
+            "{key}: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn overflowing_the_label_table_keeps_samples_without_labels() {
+    let _serial = serial();
+    let _watchdog = watchdog("overflow", Duration::from_secs(120));
+    // No periodic reclaim during the test: only report() reclaims.
+    let (mut backend, sink) = start(1000, Duration::from_secs(3600));
+    // Two reports: the second frees every id left unused by earlier tests.
+    let _ = report(&mut backend);
+    let _ = report(&mut backend);
+    let before = stats();
+    // Fill the table: every one of these is used in the current epoch.
+    let fillers: Vec<LabelSet> = (0..MAX_LABEL_SETS)
+        .map(|i| LabelSet::from_pairs([("filler", i.to_string())]))
+        .collect();
+    for f in &fillers {
+        sink.switch(None, Some(f));
+    }
+    sink.switch(None, None);
+    let extra = LabelSet::from_pairs([("burn", "a"), ("task", "overflow")]);
+    let iters = 500 * iters_per_us();
+    for _ in 0..600 {
+        black_box(burn_a(&sink, &extra, iters));
+    }
+    let mid = stats();
+    assert!(mid.label_switches_overflowed > before.label_switches_overflowed);
+    assert!(
+        mid.samples_overflow_labels > before.samples_overflow_labels,
+        "{:?}",
+        delta(&before, &mid)
+    );
+    let reports = report(&mut backend);
+    let stacks = stacks(&reports);
+    let unlabelled_burn: usize = stacks
+        .iter()
+        .filter(|s| s.labels.is_empty() && has_frame(s, "burn_a"))
+        .map(|s| s.count)
+        .sum();
+    assert!(unlabelled_burn > 0, "overflowed samples still count");
+    assert!(
+        stacks.iter().all(|s| !s.labels.contains_key("burn")),
+        "the overflowed set never appears as labels"
+    );
+    // The report reclaimed nothing (all fillers were used this epoch); the next one frees them
+    // all, as they are no longer used, and the extra set gets an id again.
+    let _ = report(&mut backend);
+    for _ in 0..300 {
+        black_box(burn_a(&sink, &extra, iters));
+    }
+    let reports = report(&mut backend);
+    backend.shutdown().unwrap();
+    let labelled: usize = stacks_with(&reports, "burn", "a");
+    let after = stats();
+    eprintln!("overflow: stats delta {:?}", delta(&before, &after));
+    assert!(after.label_sets_reclaimed >= before.label_sets_reclaimed + MAX_LABEL_SETS as u64 - 1);
+    assert!(labelled > 0, "labels come back once ids are reclaimed");
+    assert!(after.label_sets_live <= MAX_LABEL_SETS as u64);
+}
+
+fn stacks_with(reports: &[Report], key: &str, value: &str) -> usize {
+    stacks(reports)
+        .iter()
+        .filter(|s| s.labels.get(key).map(String::as_str) == Some(value))
+        .map(|s| s.count)
+        .sum()
+}
+
+#[test]
+fn survives_1000hz_with_heavy_allocation_and_locks() {
+    let _serial = serial();
+    let _watchdog = watchdog("1000hz", Duration::from_secs(180));
+    let (backend, sink) = start(1000, Duration::from_millis(50));
+    let backend = Arc::new(Mutex::new(Some(backend)));
+    let before = stats();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reported = Arc::new(AtomicU64::new(0));
+    let shared_vec = Arc::new(Mutex::new(Vec::<String>::new()));
+    let shared_map = Arc::new(RwLock::new(HashMap::<u64, Vec<u8>>::new()));
+    let run_for = Duration::from_secs(4);
+
+    std::thread::scope(|s| {
+        // Reports (symbolization, allocation) while samples keep arriving.
+        {
+            let backend = backend.clone();
+            let stop = stop.clone();
+            let reported = reported.clone();
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(150));
+                    let mut guard = backend.lock().unwrap();
+                    let reports = report(guard.as_mut().unwrap());
+                    let n: usize = reports.iter().flat_map(|r| r.data.values()).sum();
+                    reported.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+        for t in 0..4u64 {
+            let stop = stop.clone();
+            let shared_vec = shared_vec.clone();
+            let shared_map = shared_map.clone();
+            s.spawn(move || {
+                let mut n = 0u64;
+                let mut local: Vec<Box<[u8]>> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    // A distinct label set every few iterations: interning under the table
+                    // mutex, and reclaim every 50 ms, race with the handler and each other.
+                    let set = LabelSet::from_pairs([
+                        ("span_id", format!("{:016x}", (t << 40) | (n / 4))),
+                        ("span_name", "stress".to_string()),
+                    ]);
+                    sink.switch(None, Some(&set));
+                    for i in 0..64 {
+                        local.push(vec![i as u8; (n as usize * 31 + i * 17) % 4096 + 1].into());
+                    }
+                    local.truncate(16);
+                    let text = format!("{t}-{n}-{}", local.len());
+                    shared_vec.lock().unwrap().push(text);
+                    if n % 64 == 0 {
+                        shared_vec.lock().unwrap().clear();
+                    }
+                    shared_map
+                        .write()
+                        .unwrap()
+                        .insert(n % 512, vec![0; (n % 1024) as usize]);
+                    black_box(shared_map.read().unwrap().get(&(n % 97)).map(Vec::len));
+                    sink.switch(Some(&set), None);
+                    if n % 256 == 0 {
+                        // Short-lived threads: TLS slot registration and removal under signals.
+                        std::thread::spawn(move || {
+                            let set = LabelSet::from_pairs([("span_name", format!("t{n}"))]);
+                            sink.switch(None, Some(&set));
+                            black_box(spin(20_000, n));
+                            black_box(vec![0u8; 10_000]);
+                        })
+                        .join()
+                        .unwrap();
+                    }
+                }
+            });
+        }
+        std::thread::sleep(run_for);
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    let backend = backend.lock().unwrap().take().unwrap();
+    backend.shutdown().unwrap();
+    let after = stats();
+    let d = delta(&before, &after);
+    eprintln!(
+        "1000hz: {} samples in reports, stats delta {d:?}",
+        reported.load(Ordering::Relaxed)
+    );
+    assert!(d.samples_taken > 200, "{d:?}");
+    assert!(reported.load(Ordering::Relaxed) > 100);
+    assert!(d.label_sets_reclaimed > 0, "ids were reclaimed: {d:?}");
+    assert!(after.label_sets_live <= MAX_LABEL_SETS as u64);
+    // Nearly everything taken was collected (a report-period's tail may be lost at shutdown).
+    assert!(
+        d.samples_collected + d.samples_dropped_ring_full + 500 >= d.samples_taken,
+        "{d:?}"
+    );
+}
+
+/// The whole push path of the pyroscope crate (agent, session, encoder, HTTP) with this backend:
+/// the label set reaches Pyroscope as pprof sample labels, on the right stacks.
+#[test]
+fn agent_pushes_span_labels_as_pprof_sample_labels() {
+    let _serial = serial();
+    let _watchdog = watchdog("agent", Duration::from_secs(120));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let capture = Capture::new();
+        let receiver = capture
+            .serve_http("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
+        let url = receiver.url();
+        let iters = 1_000 * iters_per_us();
+        let agent_run = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let (backend, sink) = sampler_backend(SamplerConfig::default());
+            let agent = PyroscopeAgentBuilder::new(
+                url,
+                "sampler-test-app",
+                100,
+                "pyroscope-rs",
+                "test",
+                backend,
+            )
+            .upload_interval(Duration::from_secs(1))
+            .build()
+            .and_then(|agent| agent.start())
+            .map_err(|e| format!("start agent: {e}"))?;
+            let set = LabelSet::from_pairs([("burn", "c"), ("span_id", "00000000000000c1")]);
+            for _ in 0..1500 {
+                black_box(burn_c(&sink, &set, iters));
+            }
+            let ready = agent.stop().map_err(|e| format!("stop agent: {e}"))?;
+            ready.shutdown();
+            Ok(())
+        });
+        tokio::time::timeout(Duration::from_secs(60), agent_run)
+            .await
+            .expect("agent finishes in time")
+            .expect("agent thread")
+            .expect("agent runs");
+        let found = capture
+            .wait_for(
+                |c| {
+                    c.profiles()
+                        .iter()
+                        .flat_map(|p| p.samples())
+                        .any(|s| s.label("burn") == Some("c"))
+                },
+                Duration::from_secs(30),
+            )
+            .await;
+        assert!(found.is_ok(), "rejections {:#?}", capture.rejections());
+        let mut labelled = 0;
+        for profile in capture.profiles() {
+            assert_eq!(profile.profile_name(), Some("process_cpu"));
+            assert_eq!(profile.period(), 10_000_000);
+            for sample in profile.samples() {
+                assert!(sample.value > 0 && sample.value % 10_000_000 == 0);
+                if sample.label("burn") == Some("c") {
+                    assert_eq!(sample.label("span_id"), Some("00000000000000c1"));
+                    assert!(sample.has_frame("burn_c"), "{sample:?}");
+                    labelled += sample.value;
+                } else {
+                    assert!(sample.labels.is_empty(), "{sample:?}");
+                }
+            }
+        }
+        eprintln!("agent: {labelled} ns of labelled CPU pushed");
+        assert!(labelled >= 300_000_000, "{labelled} ns");
+        receiver.shutdown().await;
+    });
+}
+
+#[test]
+fn thread_id_and_name_tags_only_when_asked() {
+    let _serial = serial();
+    let _watchdog = watchdog("thread tags", Duration::from_secs(120));
+    let (backend, sink) = sampler_backend(SamplerConfig {
+        sample_rate: 1000,
+        backend_config: BackendConfig {
+            report_thread_id: true,
+            report_thread_name: true,
+            report_pid: true,
+        },
+        ..SamplerConfig::default()
+    });
+    let mut backend = backend.initialize().unwrap();
+    let iters = 500 * iters_per_us();
+    let tid = std::thread::Builder::new()
+        .name("burner-x".into())
+        .spawn(move || {
+            let set = LabelSet::from_pairs([("burn", "d"), ("task", "named")]);
+            for _ in 0..600 {
+                black_box(burn_d(&sink, &set, iters));
+            }
+            pyroscope::ThreadId::pthread_self().to_string()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let reports = report(&mut backend);
+    backend.shutdown().unwrap();
+    let stacks = stacks(&reports);
+    let labelled: Vec<&Stack> = stacks
+        .iter()
+        .filter(|s| s.labels.get("burn").map(String::as_str) == Some("d"))
+        .collect();
+    assert!(!labelled.is_empty());
+    for stack in labelled {
+        let keys: Vec<&str> = stack.labels.keys().map(String::as_str).collect();
+        // No pid tag: the stock backend never reports one either.
+        assert_eq!(keys, ["burn", "task", "thread_id", "thread_name"]);
+        assert_eq!(stack.labels["thread_name"], "burner-x");
+        assert_eq!(stack.labels["thread_id"], tid);
+    }
+}
+
+#[test]
+fn samples_match_cpu_time_at_100hz() {
+    let _serial = serial();
+    let _watchdog = watchdog("rate", Duration::from_secs(120));
+    let (mut backend, sink) = start(100, Duration::from_secs(1));
+    let set = LabelSet::from_pairs([("burn", "b"), ("task", "rate")]);
+    let before = stats();
+    let cpu_before = process_cpu();
+    for _ in 0..150 {
+        black_box(burn_b(&sink, &set, 10_000 * iters_per_us()));
+    }
+    let cpu = process_cpu() - cpu_before;
+    let taken = stats().samples_taken - before.samples_taken;
+    let labelled = stacks_with(&report(&mut backend), "burn", "b");
+    backend.shutdown().unwrap();
+    let expected = cpu.as_secs_f64() * 100.0;
+    eprintln!("rate: {taken} samples ({labelled} labelled) for {cpu:?} of process CPU");
+    assert!(
+        (0.7 * expected..=1.15 * expected).contains(&(taken as f64)),
+        "{taken} samples for {expected:.0} expected"
+    );
+    assert!(
+        labelled as f64 >= 0.6 * expected,
+        "{labelled} of {expected:.0}"
+    );
+}
+
+fn process_cpu() -> Duration {
+    // SAFETY: writes into a local timespec.
+    unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+#[test]
+fn switch_fast_path_allocates_nothing() {
+    // No sampler needed: the sink works without one, and this is about the sink alone.
+    let sink = sampler_backend(SamplerConfig::default()).1;
+    let sets: Vec<LabelSet> = (0..8)
+        .map(|i| LabelSet::from_pairs([("span_id", format!("{i:016x}"))]))
+        .collect();
+    for s in &sets {
+        sink.switch(None, Some(s)); // first sight: interns
+    }
+    let allocs = ALLOCATIONS.with(Cell::get);
+    let n = 200_000;
+    let t = Instant::now();
+    for i in 0..n {
+        let from = black_box(&sets[i % 8]);
+        let to = black_box(&sets[(i + 1) % 8]);
+        sink.switch(Some(from), Some(to));
+    }
+    let per_switch = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+    sink.switch(None, None);
+    assert_eq!(ALLOCATIONS.with(Cell::get), allocs, "fast path allocated");
+    eprintln!("switch: {per_switch:.1} ns per switch");
+}
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts this thread's allocations, so tests can check that a path allocates nothing.
+struct CountingAllocator;
+
+// SAFETY: forwards to the system allocator.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+#[test]
+fn one_sampler_per_process_and_disposition_restored() {
+    let _serial = serial();
+    let _watchdog = watchdog("one-per-process", Duration::from_secs(60));
+    let original = sigprof_handler();
+
+    let (first, _sink) = start(100, Duration::from_secs(1));
+    assert_ne!(sigprof_handler(), original, "handler installed");
+    let (second, _) = sampler_backend(SamplerConfig::default());
+    let err = second.initialize().err().expect("second sampler refused");
+    assert!(err.to_string().contains("already running"), "{err}");
+    let tag = pyroscope::backend::ThreadTag::new(
+        pyroscope::ThreadId::pthread_self(),
+        pyroscope::backend::Tag::new("k".into(), "v".into()),
+    );
+    let err = first.add_tag(tag).expect_err("thread tags refused");
+    assert!(err.to_string().contains("LabelSink"), "{err}");
+    first.shutdown().unwrap();
+    assert_eq!(sigprof_handler(), original, "disposition restored");
+
+    // Another profiler's timer or handler: refused too.
+    // SAFETY: test-local signal state, restored below, while no sampler runs (SERIAL).
+    unsafe {
+        let mut ignore: libc::sigaction = std::mem::zeroed();
+        ignore.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGPROF, &ignore, std::ptr::null_mut());
+        let armed = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            },
+        };
+        libc::setitimer(libc::ITIMER_PROF, &armed, std::ptr::null_mut());
+    }
+    let (third, _) = sampler_backend(SamplerConfig::default());
+    let err = third.initialize().err().expect("armed ITIMER_PROF refused");
+    assert!(err.to_string().contains("ITIMER_PROF"), "{err}");
+    // SAFETY: as above.
+    unsafe {
+        let zero: libc::itimerval = std::mem::zeroed();
+        libc::setitimer(libc::ITIMER_PROF, &zero, std::ptr::null_mut());
+        extern "C" fn foreign(_: libc::c_int) {}
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = foreign as *const () as libc::sighandler_t;
+        libc::sigaction(libc::SIGPROF, &action, std::ptr::null_mut());
+    }
+    let (fourth, _) = sampler_backend(SamplerConfig::default());
+    let err = fourth.initialize().err().expect("foreign handler refused");
+    assert!(
+        err.to_string().contains("handler is already installed"),
+        "{err}"
+    );
+    // SAFETY: as above.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(libc::SIGPROF, &dfl, std::ptr::null_mut());
+    }
+
+    // Once the first is gone, a new one starts.
+    let (again, _) = start(100, Duration::from_secs(1));
+    again.shutdown().unwrap();
+    assert_eq!(sigprof_handler(), libc::SIG_DFL);
+}
+
+fn sigprof_handler() -> libc::sighandler_t {
+    // SAFETY: queries the disposition only.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPROF, std::ptr::null(), &mut current);
+        current.sa_sigaction
+    }
+}
+
+fn delta(before: &SamplerStats, after: &SamplerStats) -> SamplerStats {
+    SamplerStats {
+        samples_taken: after.samples_taken - before.samples_taken,
+        samples_dropped_ring_full: after.samples_dropped_ring_full
+            - before.samples_dropped_ring_full,
+        samples_overflow_labels: after.samples_overflow_labels - before.samples_overflow_labels,
+        samples_stale_labels: after.samples_stale_labels - before.samples_stale_labels,
+        samples_unwinder_busy: after.samples_unwinder_busy - before.samples_unwinder_busy,
+        samples_truncated: after.samples_truncated - before.samples_truncated,
+        samples_collected: after.samples_collected - before.samples_collected,
+        samples_reported: after.samples_reported - before.samples_reported,
+        label_sets_live: after.label_sets_live,
+        label_sets_interned: after.label_sets_interned - before.label_sets_interned,
+        label_sets_reclaimed: after.label_sets_reclaimed - before.label_sets_reclaimed,
+        label_switches_overflowed: after.label_switches_overflowed
+            - before.label_switches_overflowed,
+    }
+}
