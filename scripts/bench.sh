@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-20s}
-CONNECTIONS=${CONNECTIONS:-16}
+CONNECTIONS=${CONNECTIONS:-64}
 RATE=${RATE:-100}
 RUNS=${RUNS:-1}
 SETUPS=${SETUPS:-"bare traces thread-tags off sampler"}

@@ -103,7 +103,7 @@ pub enum ProfileLabels {
     Sampler,
     /// The `pyroscope` crate's thread tags, changed at every span enter/exit.
     ThreadTags,
-    /// Profiles without span labels.
+    /// The sampler's profiles without span labels.
     Off,
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::Hotspot;
@@ -63,6 +64,10 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<bool> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Small responses go out at once instead of waiting on delayed ACKs (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -72,15 +72,20 @@ pub fn start(
     }
     let rate = args.pyroscope_sample_rate;
     let (backend, sink): (_, Box<dyn LabelSink>) = match labels {
-        ProfileLabels::Sampler => {
+        // `off` is the same profiler without span labels, so the two compare the labels alone.
+        ProfileLabels::Sampler | ProfileLabels::Off => {
             let (backend, sink) = sampler_backend(SamplerConfig {
                 sample_rate: rate,
                 ..SamplerConfig::default()
             });
-            (backend, Box::new(sink))
+            let sink: Box<dyn LabelSink> = match labels {
+                ProfileLabels::Sampler => Box::new(sink),
+                _ => Box::new(NoLabels),
+            };
+            (backend, sink)
         }
         // The sink needs the running agent; it is made below.
-        ProfileLabels::ThreadTags | ProfileLabels::Off => (
+        ProfileLabels::ThreadTags => (
             pprof_backend(PprofConfig { sample_rate: rate }, BackendConfig::default()),
             Box::new(NoLabels),
         ),
