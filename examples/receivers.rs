@@ -3,7 +3,10 @@
 //!
 //! `cargo run --release --example receivers -- 127.0.0.1:4317 127.0.0.1:4318` serves OTLP/gRPC on
 //! the first address and OTLP/HTTP + Pyroscope push on the second, and prints a JSON line of
-//! counts every `RECEIVERS_REPORT_EVERY` (default 5s) and at SIGTERM/Ctrl-C.
+//! counts every `RECEIVERS_REPORT_EVERY` (default 5s) and at SIGTERM/Ctrl-C. With
+//! `RECEIVERS_FOLDED=FILE`, it also appends every CPU sample to FILE as folded stacks
+//! (`root;...;leaf count`), for `inferno-flamegraph` or a quick `sort | head`: the profile of the
+//! profiled service itself.
 
 use std::time::Duration;
 
@@ -29,7 +32,16 @@ async fn main() {
         .expect("bind HTTP");
     let stop = rideshare::shutdown::signal();
     tokio::pin!(stop);
-    let mut totals = Totals::default();
+    let mut totals = Totals {
+        folded: std::env::var_os("RECEIVERS_FOLDED").map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open RECEIVERS_FOLDED")
+        }),
+        ..Totals::default()
+    };
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -53,6 +65,7 @@ struct Totals {
     profiles: u64,
     cpu_samples: u64,
     labelled_samples: u64,
+    folded: Option<std::fs::File>,
 }
 
 impl Totals {
@@ -66,6 +79,10 @@ impl Totals {
                 self.cpu_samples += n;
                 if sample.label("span_id").is_some() {
                     self.labelled_samples += n;
+                }
+                if let Some(file) = &mut self.folded {
+                    use std::io::Write;
+                    let _ = writeln!(file, "{} {n}", sample.stack.join(";"));
                 }
             }
         }

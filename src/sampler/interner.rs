@@ -20,7 +20,7 @@ use pyroscope::backend::Tag;
 use crate::span_profiles::LabelSet;
 
 /// How many label sets can be live (interned and not yet reclaimed) at once.
-pub const MAX_LABEL_SETS: usize = 4096;
+pub const MAX_LABEL_SETS: usize = 32768;
 
 /// Id of "no span labels" (`switch(_, None)`); its packed word is 0.
 pub(crate) const NONE_ID: u32 = 0;

@@ -79,7 +79,7 @@ impl Default for SamplerConfig {
             sample_rate: 100,
             backend_config: BackendConfig::default(),
             ring_capacity: 1024,
-            label_reclaim_interval: Duration::from_secs(1),
+            label_reclaim_interval: Duration::from_millis(250),
         }
     }
 }
