@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark: what span-linked profiling costs. One instance pinned to core 0, wrk and the stand-in
 # backends on core 1, the bike route at 100 us of CPU in 4 polls (RIDESHARE_WORK_SCALE=0.0005),
-# every request traced. For each setup it prints throughput and p99 against bare, and the share of
-# expected CPU samples that arrived: samples received / (process CPU seconds x sample rate).
+# every request traced. For each setup it prints throughput and p99 against bare, the share of
+# expected CPU samples that arrived (samples received / (process CPU seconds x sample rate)), and
+# the share of those samples that carry a span_id (CPU outside any request has none).
 #
 #   scripts/bench.sh                 # 20 s per setup; needs wrk (apt-get install wrk) and taskset
 #   DURATION=60s RUNS=3 scripts/bench.sh
@@ -50,12 +51,15 @@ run_setup() {
   local rps p99 samples
   rps=$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' "$out/wrk.txt")
-  samples=$(tail -n 1 "$out/receivers.log" | sed -E 's/.*"cpu_samples":([0-9]+).*/\1/')
-  [ "$setup" = bare ] || [ "$setup" = traces ] && samples=""
-  echo "$setup $rps $p99 $cpu ${samples:--}"
+  local last labelled
+  last=$(tail -n 1 "$out/receivers.log")
+  samples=$(sed -E 's/.*"cpu_samples":([0-9]+).*/\1/' <<<"$last")
+  labelled=$(sed -E 's/.*"span_labelled_samples":([0-9]+).*/\1/' <<<"$last")
+  if [ "$setup" = bare ] || [ "$setup" = traces ]; then samples=""; labelled=""; fi
+  echo "$setup $rps $p99 $cpu ${samples:--} ${labelled:--}"
 }
 
-echo "setup rps p99_ms cpu_s samples" >"$out/results"
+echo "setup rps p99_ms cpu_s samples labelled" >"$out/results"
 for _ in $(seq "$RUNS"); do
   for setup in $SETUPS; do
     run_setup "$setup" | tee -a "$out/results" >&2
@@ -64,15 +68,16 @@ done
 
 awk -v rate="$RATE" '
   NR == 1 { next }
-  { n[$1]++; rps[$1] += $2; p99[$1] += $3; cpu[$1] += $4; if ($5 != "-") smp[$1] += $5; order[$1] = order[$1] ? order[$1] : NR }
+  { n[$1]++; rps[$1] += $2; p99[$1] += $3; cpu[$1] += $4; if ($5 != "-") { smp[$1] += $5; lab[$1] += $6 } }
   END {
     b_rps = rps["bare"] / n["bare"]; b_p99 = p99["bare"] / n["bare"]
-    printf "%-12s %10s %8s %9s %8s %9s\n", "setup", "req/s", "x bare", "p99 ms", "x bare", "samples"
+    printf "%-12s %10s %8s %9s %8s %9s %9s\n", "setup", "req/s", "x bare", "p99 ms", "x bare", "samples", "labelled"
     split("bare traces thread-tags off sampler", names, " ")
     for (i = 1; i <= 5; i++) {
       s = names[i]; if (!n[s]) continue
       r = rps[s] / n[s]; p = p99[s] / n[s]
       share = (s in smp) ? sprintf("%.1f%%", 100 * smp[s] / (cpu[s] * rate)) : "-"
-      printf "%-12s %10.0f %8.2f %9.2f %8.2f %9s\n", s, r, r / b_rps, p, p / b_p99, share
+      lshare = (s in smp) ? sprintf("%.1f%%", 100 * lab[s] / smp[s]) : "-"
+      printf "%-12s %10.0f %8.2f %9.2f %8.2f %9s %9s\n", s, r, r / b_rps, p, p / b_p99, share, lshare
     }
   }' "$out/results"

@@ -53,7 +53,7 @@ echo "elapsed_s rss_kib"
 sampler=$!
 pids+=($sampler)
 
-target/release/loadgen --duration "$DURATION" --concurrency "$CONCURRENCY" "http://$APP" >"$out/loadgen.out"
+OTEL_SDK_DISABLED=true target/release/loadgen --duration "$DURATION" --concurrency "$CONCURRENCY" "http://$APP" >"$out/loadgen.out"
 kill "$sampler" 2>/dev/null || true
 final_rss=$(awk '/VmRSS/ {print $2}' "/proc/$service/status")
 peak_rss=$(awk '/VmHWM/ {print $2}' "/proc/$service/status")

@@ -40,7 +40,7 @@ fn lock(aggregator: &Mutex<Aggregator>) -> MutexGuard<'_, Aggregator> {
 impl SamplerBackend {
     pub(crate) fn new(config: SamplerConfig) -> Self {
         SamplerBackend {
-            symbolizer: Symbolizer::new(config.backend_config),
+            symbolizer: Symbolizer::new(config.backend_config, config.inlined_frames),
             config,
             session: None,
         }

@@ -123,13 +123,15 @@ impl Aggregator {
 /// symbolizes without holding the lock the collector needs.
 pub(crate) struct Symbolizer {
     config: BackendConfig,
+    inlined_frames: bool,
     symbols: HashMap<u64, Arc<[StackFrame]>>,
 }
 
 impl Symbolizer {
-    pub(crate) fn new(config: BackendConfig) -> Self {
+    pub(crate) fn new(config: BackendConfig, inlined_frames: bool) -> Self {
         Symbolizer {
             config,
+            inlined_frames,
             symbols: HashMap::new(),
         }
     }
@@ -194,10 +196,22 @@ impl Symbolizer {
     /// symbol-table name is used instead, so `find_nearest_vehicle` reads
     /// `rideshare::service::frames::find_nearest_vehicle` in release builds too. (Inlined frames
     /// keep the DWARF name; only `debug = "limited"` or more gives them their path.)
+    ///
+    /// Without `inlined_frames`, only the symbol table is read: one frame per real function, and
+    /// none of the DWARF that `backtrace` would parse and keep (well over 100 MB for this crate's
+    /// release binary with line tables).
     fn symbolize(&mut self, ip: u64) -> Arc<[StackFrame]> {
+        let inlined_frames = self.inlined_frames;
         self.symbols
             .entry(ip)
             .or_insert_with(|| {
+                if !inlined_frames {
+                    let name = SymbolTable::get()
+                        .lookup(ip.wrapping_sub(1))
+                        .map(|n| symbolic_demangle::demangle(n).into_owned())
+                        .unwrap_or_else(|| format!("{ip:#x}"));
+                    return Arc::from([StackFrame::new(None, Some(name), None, None, None, None)]);
+                }
                 let mut frames = Vec::new();
                 backtrace::resolve(ip as *mut c_void, |symbol| {
                     frames.push(stack_frame(symbol));

@@ -71,6 +71,11 @@ pub struct SamplerConfig {
     /// distinct sets through per second (at most [`MAX_LABEL_SETS`] per one to two epochs); a
     /// set used again after its id was reclaimed is simply interned again.
     pub label_reclaim_interval: Duration,
+    /// Name the functions inlined at each address too, from the binary's DWARF (as the stock
+    /// backend does): richer flame graphs, but `backtrace` parses and keeps the debug info,
+    /// which for a release build with line tables is well over 100 MB of resident memory.
+    /// Off: one frame per real function, from the symbol table (a few MB).
+    pub inlined_frames: bool,
 }
 
 impl Default for SamplerConfig {
@@ -80,6 +85,7 @@ impl Default for SamplerConfig {
             backend_config: BackendConfig::default(),
             ring_capacity: 1024,
             label_reclaim_interval: Duration::from_millis(250),
+            inlined_frames: false,
         }
     }
 }

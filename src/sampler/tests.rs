@@ -246,7 +246,7 @@ fn reports_group_by_label_set_with_symbolized_stacks_and_counts() {
     }
     let mut aggregator = Aggregator::new();
     assert_eq!(aggregator.drain(&ring, &table), 5);
-    let mut symbolizer = Symbolizer::new(BackendConfig::default());
+    let mut symbolizer = Symbolizer::new(BackendConfig::default(), true);
     let mut reports = symbolizer.reports(aggregator.take());
     reports.sort_by_key(|r| r.metadata.tags.len());
     assert_eq!(reports.len(), 2);
