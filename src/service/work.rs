@@ -62,20 +62,26 @@ impl Work {
         }
     }
 
-    /// Processes one order inside its `order_<vehicle>` span and frame.
+    /// Processes one order inside its `order_<vehicle>` span and frame. The frame is the outer
+    /// of the two, so the span's enter and exit (where its labels switch on and off) happen
+    /// inside the frame too: every sample that carries `vehicle=V` has `order_V` on its stack.
     pub async fn order(&self, vehicle: Vehicle, radius: u32) {
         match vehicle {
             Vehicle::Bike => {
                 let span = tracing::info_span!("order_bike", vehicle = "bike");
-                framed(frames::order_bike, self.find_nearest_vehicle(radius))
-                    .instrument(span)
-                    .await
+                framed(
+                    frames::order_bike,
+                    self.find_nearest_vehicle(radius).instrument(span),
+                )
+                .await
             }
             Vehicle::Scooter => {
                 let span = tracing::info_span!("order_scooter", vehicle = "scooter");
-                framed(frames::order_scooter, self.find_nearest_vehicle(radius))
-                    .instrument(span)
-                    .await
+                framed(
+                    frames::order_scooter,
+                    self.find_nearest_vehicle(radius).instrument(span),
+                )
+                .await
             }
             Vehicle::Car => {
                 let span = tracing::info_span!("order_car", vehicle = "car");
@@ -83,7 +89,7 @@ impl Work {
                     self.find_nearest_vehicle(radius).await;
                     self.check_driver_availability(radius).await;
                 };
-                framed(frames::order_car, work).instrument(span).await
+                framed(frames::order_car, work.instrument(span)).await
             }
         }
     }
@@ -91,9 +97,7 @@ impl Work {
     async fn find_nearest_vehicle(&self, radius: u32) {
         let span = tracing::info_span!("find_nearest_vehicle", search_radius = radius);
         let work = burn(self.scaled(SEARCH_COST * radius));
-        framed(frames::find_nearest_vehicle, work)
-            .instrument(span)
-            .await
+        framed(frames::find_nearest_vehicle, work.instrument(span)).await
     }
 
     async fn check_driver_availability(&self, radius: u32) {
@@ -104,9 +108,7 @@ impl Work {
                 self.mutex_lock(radius).await;
             }
         };
-        framed(frames::check_driver_availability, work)
-            .instrument(span)
-            .await
+        framed(frames::check_driver_availability, work.instrument(span)).await
     }
 
     async fn mutex_lock(&self, radius: u32) {
@@ -115,7 +117,7 @@ impl Work {
             let _held = self.car_lock.lock().await;
             burn(self.scaled(LOCK_COST * radius)).await;
         };
-        framed(frames::mutex_lock, work).instrument(span).await
+        framed(frames::mutex_lock, work.instrument(span)).await
     }
 
     /// Whether car orders take the lock now: in eu-north, always, never, or every fourth

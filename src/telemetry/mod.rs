@@ -2,6 +2,7 @@
 
 mod logs;
 pub mod profiles;
+pub mod span_queue;
 pub mod traces;
 
 use std::time::Duration;

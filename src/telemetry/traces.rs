@@ -10,6 +10,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 
+use super::span_queue::{OldestFirstBatch, QueueConfig};
 use crate::config::{OtlpProtocol, SamplerKind, TelemetryArgs};
 
 /// How long one export may take before it counts as failed.
@@ -55,7 +56,10 @@ pub fn tracer_provider(
     let provider = SdkTracerProvider::builder()
         .with_sampler(sampler(args))
         .with_resource(resource.build())
-        .with_batch_exporter(Warning::new(exporter, endpoint.to_string()))
+        .with_span_processor(OldestFirstBatch::new(
+            Warning::new(exporter, endpoint.to_string()),
+            QueueConfig::from_env(),
+        ))
         .build();
     Ok(Some(provider))
 }

@@ -1,0 +1,350 @@
+//! The queue between the threads that end spans and the OTLP exporter.
+//!
+//! Bounded, like the SDK's batch processor, but when it is full the *oldest* span is dropped (and
+//! counted), not the one just ended: after an outage the newest spans, the ones a user is looking
+//! at, are what gets delivered. Reads the spec's `OTEL_BSP_MAX_QUEUE_SIZE`,
+//! `OTEL_BSP_SCHEDULE_DELAY` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+/// Queue bound, batch size and export period.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    pub scheduled_delay: Duration,
+}
+
+impl QueueConfig {
+    /// The spec's defaults (2048, 512, 5 s), overridden by the `OTEL_BSP_*` variables.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let max_queue_size = var("OTEL_BSP_MAX_QUEUE_SIZE").map_or(2048, |v| v.max(1) as usize);
+        let batch = var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").map_or(512, |v| v.max(1) as usize);
+        QueueConfig {
+            max_queue_size,
+            max_export_batch_size: batch.min(max_queue_size),
+            scheduled_delay: Duration::from_millis(var("OTEL_BSP_SCHEDULE_DELAY").unwrap_or(5000)),
+        }
+    }
+}
+
+/// A batching span processor that drops the oldest spans when its queue is full.
+#[derive(Debug)]
+pub struct OldestFirstBatch<E: SpanExporter + 'static> {
+    shared: Arc<Shared<E>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared<E> {
+    config: QueueConfig,
+    state: Mutex<State>,
+    changed: Condvar,
+    exporter: Mutex<E>,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<SpanData>,
+    /// Flushes asked for, and how many of them the worker has completed.
+    flush_requested: u64,
+    flush_done: u64,
+    shutdown: bool,
+    stopped: bool,
+}
+
+impl<E: SpanExporter + 'static> OldestFirstBatch<E> {
+    pub fn new(exporter: E, config: QueueConfig) -> Self {
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            exporter: Mutex::new(exporter),
+            dropped: AtomicU64::new(0),
+        });
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("span-export".into())
+                .spawn(move || shared.run())
+                .ok()
+        };
+        OldestFirstBatch {
+            shared,
+            worker: Mutex::new(worker),
+        }
+    }
+
+    /// Spans dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<E: SpanExporter> Shared<E> {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Export a batch when one is full, the delay has passed, or a flush or shutdown asks.
+    fn run(&self) {
+        loop {
+            let (batch, flush_target, shutdown) = {
+                let mut state = self.state();
+                let deadline = Instant::now() + self.config.scheduled_delay;
+                while state.queue.len() < self.config.max_export_batch_size
+                    && state.flush_requested == state.flush_done
+                    && !state.shutdown
+                {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    state = self
+                        .changed
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                let n = state.queue.len().min(self.config.max_export_batch_size);
+                let batch: Vec<SpanData> = state.queue.drain(..n).collect();
+                (batch, state.flush_requested, state.shutdown)
+            };
+            if !batch.is_empty() {
+                let exporter = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
+                // The exporter reports its own failures (see traces::Warning).
+                let _ = futures_executor::block_on(exporter.export(batch));
+            }
+            let mut state = self.state();
+            if state.queue.is_empty() {
+                state.flush_done = flush_target;
+                if shutdown {
+                    state.stopped = true;
+                    self.changed.notify_all();
+                    return;
+                }
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    /// Waits until `done(state)` or `timeout`.
+    fn wait(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state();
+        while !done(&state) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+impl<E: SpanExporter + 'static> SpanProcessor for OldestFirstBatch<E> {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let mut state = self.shared.state();
+        if state.shutdown {
+            return;
+        }
+        state.queue.push_back(span);
+        if state.queue.len() > self.shared.config.max_queue_size {
+            state.queue.pop_front();
+            if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    max_queue_size = self.shared.config.max_queue_size,
+                    "span queue full: dropping the oldest spans (counted, reported at shutdown)"
+                );
+            }
+        }
+        if state.queue.len() >= self.shared.config.max_export_batch_size {
+            self.shared.changed.notify_all();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        let target = {
+            let mut state = self.shared.state();
+            state.flush_requested += 1;
+            state.flush_requested
+        };
+        self.shared.changed.notify_all();
+        if self.shared.wait(Duration::from_secs(10), |s| {
+            s.flush_done >= target || s.stopped
+        }) {
+            Ok(())
+        } else {
+            Err(OTelSdkError::Timeout(Duration::from_secs(10)))
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        {
+            let mut state = self.shared.state();
+            if state.shutdown {
+                return Err(OTelSdkError::AlreadyShutdown);
+            }
+            state.shutdown = true;
+        }
+        self.shared.changed.notify_all();
+        let stopped = self.shared.wait(timeout, |s| s.stopped);
+        let dropped = self.dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped_spans = dropped,
+                "spans dropped from the full span queue during this run"
+            );
+        }
+        if !stopped {
+            return Err(OTelSdkError::Timeout(timeout));
+        }
+        if let Some(worker) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = worker.join();
+        }
+        let exporter = self
+            .shared
+            .exporter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.shared
+            .exporter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Tracer, TracerProvider as _};
+
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// Keeps what it was given, also across shutdown (unlike the SDK's in-memory exporter).
+    #[derive(Debug, Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Recorder {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn get_finished_spans(&self) -> Result<Vec<SpanData>, ()> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    fn provider(config: QueueConfig) -> (SdkTracerProvider, Recorder) {
+        let exporter = Recorder::default();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(OldestFirstBatch::new(exporter.clone(), config))
+            .build();
+        (provider, exporter)
+    }
+
+    fn names(exporter: &Recorder) -> Vec<String> {
+        let mut spans = exporter.get_finished_spans().unwrap();
+        spans.sort_by_key(|s| s.start_time);
+        spans.into_iter().map(|s| s.name.into_owned()).collect()
+    }
+
+    #[test]
+    fn overflow_keeps_the_newest_and_counts_the_rest() {
+        let exporter = Recorder::default();
+        let processor = OldestFirstBatch::new(
+            exporter.clone(),
+            QueueConfig {
+                max_queue_size: 3,
+                max_export_batch_size: 100,
+                scheduled_delay: Duration::from_secs(600),
+            },
+        );
+        for i in 0..5 {
+            processor.on_end(span_data(&format!("s{i}"), i));
+        }
+        assert_eq!(processor.dropped(), 2);
+        processor.force_flush().unwrap();
+        assert_eq!(names(&exporter), vec!["s2", "s3", "s4"]);
+        processor.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_full_batch_goes_out_without_waiting_and_shutdown_sends_the_rest() {
+        let (provider, exporter) = provider(QueueConfig {
+            max_queue_size: 100,
+            max_export_batch_size: 2,
+            scheduled_delay: Duration::from_secs(600),
+        });
+        let tracer = provider.tracer("t");
+        tracer.in_span("a", |_| {});
+        tracer.in_span("b", |_| {});
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while exporter.get_finished_spans().unwrap().len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(names(&exporter), vec!["a", "b"]);
+        tracer.in_span("c", |_| {});
+        provider.shutdown().unwrap();
+        assert_eq!(names(&exporter), vec!["a", "b", "c"]);
+    }
+
+    fn span_data(name: &str, i: u64) -> SpanData {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+        };
+        use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+        let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(i + 1);
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(1u128),
+                SpanId::from(i + 1),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: name.to_owned().into(),
+            start_time: t,
+            end_time: t,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+}
