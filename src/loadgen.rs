@@ -100,9 +100,8 @@ pub async fn run(args: &LoadgenArgs, stop: impl std::future::Future<Output = ()>
         () = async { while workers.join_next().await.is_some() {} } => {}
         () = stop => workers.abort_all(),
     }
-    Arc::try_unwrap(report)
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .unwrap_or_else(|arc| std::mem::take(&mut *arc.lock().unwrap_or_else(|e| e.into_inner())))
+    // Aborted workers may still hold their clone of the Arc: take the report, not the Arc.
+    std::mem::take(&mut *report.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn pick(urls: &[Url]) -> (&'static str, Url) {

@@ -158,21 +158,11 @@ async fn sigterm_under_load_drains_and_exits_zero_and_a_second_signal_exits_at_o
         ("OTEL_BSP_SCHEDULE_DELAY", "300000".into()),
     ])
     .await;
-    // Orders in flight (a car takes 600 ms of CPU at this scale) when the signal arrives. Each
-    // goes over a connection that already served a request, so the server is reading it when
-    // the signal comes (a connection with no request read yet is closed by a graceful stop).
+    // Orders in flight (a car takes 600 ms of CPU at this scale) when the signal arrives, each on
+    // a warm connection so the server is reading it when the signal comes.
     let mut in_flight = Vec::new();
     for _ in 0..4 {
-        let client = reqwest::Client::new();
-        assert!(
-            client
-                .get(service.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .is_success()
-        );
+        let client = service.warm_client().await;
         in_flight.push(tokio::spawn(client.get(service.url("/car")).send()));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -202,16 +192,7 @@ async fn sigterm_under_load_drains_and_exits_zero_and_a_second_signal_exits_at_o
         ("OTEL_SDK_DISABLED", "true".into()),
     ])
     .await;
-    let client = reqwest::Client::new();
-    assert!(
-        client
-            .get(service.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    let client = service.warm_client().await;
     let slow = tokio::spawn(client.get(service.url("/car?search_radius=10")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     service.sigterm();

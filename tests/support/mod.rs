@@ -42,6 +42,15 @@ impl Service {
         service
     }
 
+    /// A client whose connection has already served a request, so a request sent on it next is
+    /// read by the server at once (a graceful stop closes connections with no request read yet).
+    pub async fn warm_client(&self) -> reqwest::Client {
+        let client = reqwest::Client::new();
+        let response = client.get(self.url("/")).send().await.unwrap();
+        assert!(response.status().is_success());
+        client
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
