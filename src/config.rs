@@ -198,6 +198,22 @@ pub struct TelemetryArgs {
     /// Extra resource attributes, `key=value,key2=value2` (values percent-encoded).
     #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_name = "OTEL_RESOURCE_ATTRIBUTES", value_parser = parse_resource_attributes, default_value = "")]
     pub resource_attributes: ResourceAttributes,
+    /// Longest one OTLP export may wait, in milliseconds, for every signal. Unset: 5000 (the
+    /// spec's default is 10000; half of it bounds how long a stalled Tempo delays recovery).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_TIMEOUT", value_parser = parse_millis)]
+    pub otlp_timeout: Option<Duration>,
+    /// The same for traces; wins over OTEL_EXPORTER_OTLP_TIMEOUT.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_parser = parse_millis)]
+    pub otlp_traces_timeout: Option<Duration>,
+    /// Longest a finished span waits before it is exported, in milliseconds.
+    #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", value_name = "OTEL_BSP_SCHEDULE_DELAY", default_value = "5000", value_parser = parse_millis)]
+    pub bsp_schedule_delay: Duration,
+    /// Most spans waiting for export; beyond it the oldest are dropped (and counted).
+    #[arg(long, env = "OTEL_BSP_MAX_QUEUE_SIZE", value_name = "OTEL_BSP_MAX_QUEUE_SIZE", default_value = "2048", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub bsp_max_queue_size: u32,
+    /// Most spans in one export (at most OTEL_BSP_MAX_QUEUE_SIZE).
+    #[arg(long, env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default_value = "512", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub bsp_max_export_batch_size: u32,
 }
 
 impl fmt::Debug for TelemetryArgs {
@@ -207,7 +223,7 @@ impl fmt::Debug for TelemetryArgs {
             .field("pyroscope_enabled", &self.pyroscope_enabled)
             .field(
                 "pyroscope_server_address",
-                &self.pyroscope_server_address.as_str(),
+                &without_credentials(&self.pyroscope_server_address).as_str(),
             )
             .field("pyroscope_basic_auth_user", &self.pyroscope_basic_auth_user)
             .field(
@@ -216,7 +232,10 @@ impl fmt::Debug for TelemetryArgs {
             )
             .field("otel_sdk_disabled", &self.otel_sdk_disabled)
             .field("otlp_protocol", &self.traces_protocol())
-            .field("otlp_traces_endpoint", &self.traces_endpoint().as_str())
+            .field(
+                "otlp_traces_endpoint",
+                &without_credentials(&self.traces_endpoint()).as_str(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -228,6 +247,13 @@ impl TelemetryArgs {
             .clone()
             .or_else(|| self.pyroscope_application_name.clone())
             .unwrap_or_else(|| default.to_owned())
+    }
+
+    /// The OTLP trace export timeout: the signal's variable, else the general one, else 5 s.
+    pub fn traces_timeout(&self) -> Duration {
+        self.otlp_traces_timeout
+            .or(self.otlp_timeout)
+            .unwrap_or(Duration::from_secs(5))
     }
 
     pub fn traces_protocol(&self) -> OtlpProtocol {
@@ -409,6 +435,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|_| "expected a duration such as 500ms, 10s or 2m".into())
 }
 
+/// Milliseconds as a whole number, the unit of the spec's `OTEL_BSP_*` and `*_TIMEOUT` variables.
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u32>()
+        .map(|ms| Duration::from_millis(ms.into()))
+        .map_err(|_| "expected whole milliseconds from 0 to 4294967295, e.g. 5000".into())
+}
+
 fn parse_upload_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(300) {
@@ -429,6 +463,14 @@ pub fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// `url` without a user or password, for messages: a URL may carry credentials.
+pub fn without_credentials(url: &Url) -> Url {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
+}
+
 /// The one line to print for a clap error: clap's message and accepted values, without the
 /// usage hint that follows.
 pub fn one_line(error: &clap::Error) -> String {
@@ -439,13 +481,39 @@ pub fn one_line(error: &clap::Error) -> String {
         .take_while(|l| !l.starts_with("For more information") && !l.starts_with("Usage:"))
         .filter(|l| !l.is_empty())
         .collect();
-    let line = parts.join(" ");
+    let line = redact_userinfo(&parts.join(" "));
     let line = line.trim_start_matches("error: ");
     if line.is_empty() {
         "invalid arguments".to_owned()
     } else {
         line.to_owned()
     }
+}
+
+/// Replaces the password of every `scheme://user:password@` in `text` with `***`: clap quotes a
+/// rejected value whole, and a URL may carry credentials.
+fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '\'' || c == '"' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -455,6 +523,42 @@ mod tests {
     fn parse(env: &[&str]) -> Result<Cli, clap::Error> {
         let args = std::iter::once("rideshare").chain(env.iter().copied());
         Cli::try_parse_from(args)
+    }
+
+    #[test]
+    fn passwords_in_urls_are_never_echoed() {
+        assert_eq!(
+            redact_userinfo("invalid value 'http://u:hunter2@' for X; see https://a:b@h/p"),
+            "invalid value 'http://u:***@' for X; see https://a:***@h/p"
+        );
+        assert_eq!(redact_userinfo("http://h:4040/x@y"), "http://h:4040/x@y");
+        let url = Url::parse("https://user:pw@h.example/p").unwrap();
+        assert_eq!(without_credentials(&url).as_str(), "https://h.example/p");
+    }
+
+    #[test]
+    fn otlp_timeouts_and_batch_settings_are_the_specs_milliseconds() {
+        let t = parse(&["--otlp-timeout", "1500"]).unwrap().serve.telemetry;
+        assert_eq!(t.traces_timeout(), Duration::from_millis(1500));
+        let t = parse(&["--otlp-timeout", "1500", "--otlp-traces-timeout", "700"])
+            .unwrap()
+            .serve
+            .telemetry;
+        assert_eq!(t.traces_timeout(), Duration::from_millis(700));
+        let t = parse(&[]).unwrap().serve.telemetry;
+        assert_eq!(t.traces_timeout(), Duration::from_secs(5));
+        assert_eq!(t.bsp_schedule_delay, Duration::from_secs(5));
+        assert_eq!(
+            (t.bsp_max_queue_size, t.bsp_max_export_batch_size),
+            (2048, 512)
+        );
+        for bad in [
+            ["--bsp-schedule-delay", "5s"],
+            ["--otlp-timeout", "-1"],
+            ["--bsp-max-queue-size", "0"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

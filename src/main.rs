@@ -83,8 +83,8 @@ async fn run(args: ServeArgs) -> ExitCode {
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         region = %args.region,
         service = %service_name,
-        traces = ?args.telemetry.traces_endpoint().as_str(),
-        profiles = ?args.telemetry.pyroscope_server_address.as_str(),
+        traces = %rideshare::config::without_credentials(&args.telemetry.traces_endpoint()),
+        profiles = %rideshare::config::without_credentials(&args.telemetry.pyroscope_server_address),
         "rideshare listening"
     );
     let served = service::serve(

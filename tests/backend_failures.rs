@@ -4,9 +4,10 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rideshare::capture::{Behaviour, Capture, unused_loopback_addr};
+use rideshare::telemetry::profile_push::MAX_BACKLOG_PROFILES;
 use support::{Service, run_to_exit};
 
 const SECRET: &str = "hunter2-do-not-print";
@@ -24,19 +25,34 @@ async fn orders(service: &Service, n: usize) {
     }
 }
 
+/// Upload interval, batch delay and OTLP export timeout of the recovery test.
+const INTERVAL: Duration = Duration::from_secs(1);
+const BATCH_DELAY: Duration = Duration::from_millis(200);
+const EXPORT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Scheduling noise allowed on top of the bounds (the old path took up to 10 s more).
+const SLACK: Duration = Duration::from_millis(1500);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_serving_while_backends_fail_and_delivers_again_when_they_recover() {
     let capture = Capture::new();
     let receiver = capture.serve_http(any_port()).await.unwrap();
-    let service = Service::start(&[
+    let mut service = Service::start(&[
         ("RIDESHARE_WORK_SCALE", "0.001".into()),
         ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
         ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+        (
+            "OTEL_BSP_SCHEDULE_DELAY",
+            BATCH_DELAY.as_millis().to_string(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            EXPORT_TIMEOUT.as_millis().to_string(),
+        ),
     ])
     .await;
 
+    // Eight or more upload ticks of failure: more than the profile backlog holds.
     for behaviour in [
         Behaviour::Status(500),
         Behaviour::Status(429),
@@ -46,41 +62,92 @@ async fn keeps_serving_while_backends_fail_and_delivers_again_when_they_recover(
         receiver.set_behaviour(behaviour.clone());
         // Requests keep succeeding while every export fails or hangs.
         orders(&service, 20).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         orders(&service, 5).await;
     }
     assert!(
-        capture.spans().is_empty(),
+        capture.spans().is_empty() && capture.profiles().is_empty(),
         "nothing was accepted while failing"
     );
 
-    // Back to healthy: new spans and profiles arrive within an upload interval plus the batch
-    // delay (and the 10 s the crate waits on a stalled push).
+    // Back to healthy while a push and an export hang: new profiles arrive within an upload
+    // interval, new spans within the export timeout plus the batch delay.
+    let recovered_at = SystemTime::now();
+    let recovered = Instant::now();
     receiver.set_behaviour(Behaviour::Accept);
     orders(&service, 10).await;
+    let bound = INTERVAL + BATCH_DELAY + SLACK;
     capture
-        .wait_for(
-            |c| !c.spans().is_empty() && !c.profiles().is_empty(),
-            Duration::from_secs(20),
-        )
+        .wait_for(|c| !c.profiles().is_empty(), bound)
         .await
-        .expect("delivery resumes by itself");
+        .expect("profiles resume within an upload interval");
+    let profiles_after = recovered.elapsed();
+    capture
+        .wait_for(|c| !c.spans().is_empty(), bound)
+        .await
+        .expect("spans resume within the export timeout plus the batch delay");
+    let spans_after = recovered.elapsed();
+    println!("first profile {profiles_after:?} and first span {spans_after:?} after recovery");
 
-    let output = service.output();
+    // The profiles of the outage follow, the newest of them: the backlog's bound, not more.
+    tokio::time::sleep(INTERVAL * 2).await;
+    let recovery_nanos = recovered_at.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let from_outage = capture
+        .profiles()
+        .iter()
+        .filter(|p| p.time_unix_nanos() + p.duration_nanos() <= recovery_nanos)
+        .count();
+    assert!(
+        (1..=MAX_BACKLOG_PROFILES).contains(&from_outage),
+        "{from_outage} profiles from the outage delivered"
+    );
+
+    service.sigterm();
+    let output = tokio::task::spawn_blocking(move || {
+        assert!(service.wait_exit(Duration::from_secs(10)).success());
+        service.output()
+    })
+    .await
+    .unwrap();
     assert!(
         output.contains("OTLP trace export failed"),
         "warns about traces: {output}"
     );
-    assert!(
-        output.to_lowercase().contains("pyroscope"),
-        "warns about profiles: {output}"
-    );
-    // Rate-limited: one warning a minute per backend, not one per failed export.
+    // Rate-limited: traces warn once a minute; profiles once a minute for each cause, so every
+    // cause is named once and no failed push is warned about twice.
     let trace_warnings = output.matches("OTLP trace export failed").count();
     assert!(
         trace_warnings <= 2,
         "{trace_warnings} trace warnings in {output}"
     );
+    let profile_warnings: Vec<_> = output
+        .lines()
+        .filter(|l| l.contains("Pyroscope push failed"))
+        .collect();
+    for cause in ["HTTP 500", "HTTP 429", "HTTP 401", "no answer within"] {
+        let n = profile_warnings
+            .iter()
+            .filter(|l| l.contains(cause))
+            .count();
+        assert_eq!(n, 1, "one profile warning naming {cause:?}: {output}");
+    }
+    let dropped = field(&output, "dropped_backlog_full");
+    assert!(
+        dropped.is_some_and(|n| n >= 1),
+        "the full backlog dropped its oldest profiles and counted them: {output}"
+    );
+}
+
+/// The number a log line gives `name` (`name=N`), from the last line that has it.
+fn field(output: &str, name: &str) -> Option<u64> {
+    let key = format!("{name}=");
+    output.lines().rev().find_map(|line| {
+        let rest = &line[line.find(&key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,6 +333,24 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
             "PYROSCOPE_BASIC_AUTH_PASSWORD",
         ),
         ("RUST_LOG", "info,[", "RUST_LOG"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5s", "OTEL_BSP_SCHEDULE_DELAY"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "OTEL_BSP_MAX_QUEUE_SIZE"),
+        (
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "-1",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "ten",
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        ),
+        // A password in a rejected URL is not echoed either.
+        (
+            "PYROSCOPE_SERVER_ADDRESS",
+            "http://u:hunter2-do-not-print@",
+            "PYROSCOPE_SERVER_ADDRESS",
+        ),
     ];
     let listen = unused_loopback_addr().to_string();
     for (variable, value, named) in cases {

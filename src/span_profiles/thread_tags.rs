@@ -4,27 +4,41 @@
 //! its whole report under a global lock, and samples that arrive meanwhile are lost (see
 //! `shared/reference/span-profiles.md`).
 
-use pyroscope::PyroscopeAgent;
-use pyroscope::pyroscope::PyroscopeAgentRunning;
+use std::sync::{Arc, Mutex};
+
+use pyroscope::ThreadId;
+use pyroscope::backend::{Backend, BackendImpl, BackendReady, Tag, ThreadTag};
 
 use super::labels::{LabelSet, LabelSink};
 
-type TagFn = Box<dyn Fn(String, String) -> pyroscope::Result<()> + Send + Sync>;
+type SharedBackend = Arc<Mutex<Option<Box<dyn Backend>>>>;
 
-/// A [`LabelSink`] that sets the labels as thread tags of a running Pyroscope agent.
+/// A [`LabelSink`] that sets the labels as thread tags of a `pyroscope` backend.
 pub struct ThreadTagSink {
-    add: TagFn,
-    remove: TagFn,
+    backend: SharedBackend,
 }
 
 impl ThreadTagSink {
-    /// Tags the samples of `agent`'s backend; the sink stays usable after the agent stops (tag
-    /// calls then fail and are ignored).
-    pub fn new(agent: &PyroscopeAgent<PyroscopeAgentRunning>) -> Self {
-        let (add, remove) = agent.tag_wrapper();
+    /// Tags the samples of `backend`, as the crate's `PyroscopeAgent::tag_wrapper` does; the sink
+    /// stays usable after the backend shuts down (tag calls then do nothing).
+    pub fn new(backend: &BackendImpl<BackendReady>) -> Self {
         ThreadTagSink {
-            add: Box::new(add),
-            remove: Box::new(remove),
+            backend: backend.backend.clone(),
+        }
+    }
+
+    fn tag(&self, add: bool, key: &str, value: &str) {
+        let tag = ThreadTag::new(
+            ThreadId::pthread_self(),
+            Tag::new(key.to_owned(), value.to_owned()),
+        );
+        let backend = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(backend) = backend.as_ref() {
+            let _ = if add {
+                backend.add_tag(tag)
+            } else {
+                backend.remove_tag(tag)
+            };
         }
     }
 }
@@ -35,14 +49,14 @@ impl LabelSink for ThreadTagSink {
         if let Some(from) = from {
             for (k, v) in from.iter() {
                 if to.and_then(|t| t.get(k)) != Some(v) {
-                    let _ = (self.remove)(k.to_owned(), v.to_owned());
+                    self.tag(false, k, v);
                 }
             }
         }
         if let Some(to) = to {
             for (k, v) in to.iter() {
                 if from.and_then(|f| f.get(k)) != Some(v) {
-                    let _ = (self.add)(k.to_owned(), v.to_owned());
+                    self.tag(true, k, v);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Wiring the three outputs of `tracing`: logs, OTLP traces, and span labels on CPU profiles.
 
 mod logs;
+pub mod profile_push;
 pub mod profiles;
 pub mod span_queue;
 pub mod traces;

@@ -1,61 +1,30 @@
 //! The Pyroscope agent and the label sink that matches it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use pyroscope::PyroscopeAgent;
 use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
-use pyroscope::pyroscope::{PyroscopeAgentBuilder, PyroscopeAgentRunning};
-use pyroscope::session::{Session, SessionManager, SessionSignal};
 
+use super::profile_push::{ProfilePusher, PushTarget};
 use crate::config::{ProfileLabels, TelemetryArgs};
 use crate::sampler::{SamplerConfig, sampler_backend};
 use crate::span_profiles::{LabelSink, NoLabels, ThreadTagSink};
 
-/// A running Pyroscope agent.
+/// A running profiler and the thread that pushes its profiles.
 pub struct Profiler {
-    agent: PyroscopeAgent<PyroscopeAgentRunning>,
+    pusher: ProfilePusher,
     sampler: bool,
 }
 
 impl Profiler {
-    /// Takes the last profile and pushes it, waiting at most `deadline`.
-    ///
-    /// The agent's own `stop` + `shutdown` cannot be bounded: its timer thread only notices the
-    /// stop at the next upload tick, up to a whole interval later. So the last report is taken
-    /// from the backend here and pushed through the crate's own session path on a manager that
-    /// can be joined; the agent's threads end with the process.
-    pub fn shutdown(mut self, deadline: Duration) {
-        let pushed = (|| -> pyroscope::Result<std::thread::JoinHandle<pyroscope::Result<()>>> {
-            let report = self.agent.backend.report()?;
-            let interval = self.agent.config.upload_interval.as_secs().max(1);
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            // The same window the agent's stop() would give the last session.
-            let until = now / interval * interval + interval;
-            let session = Session::new(until, self.agent.config.clone(), report)?;
-            let mut manager = SessionManager::new()?;
-            manager.push(SessionSignal::Session(Box::new(session)))?;
-            manager.push(SessionSignal::Kill)?;
-            manager
-                .handle
-                .take()
-                .ok_or_else(|| pyroscope::PyroscopeError::new("session manager has no thread"))
-        })();
-        let handle = match pushed {
-            Ok(handle) => handle,
-            Err(e) => {
-                tracing::warn!(target: "pyroscope", error = %e, "the last profile was not pushed");
-                return;
+    /// Takes the last profile and pushes it, with what earlier pushes left behind, within
+    /// `deadline`.
+    pub fn shutdown(self, deadline: Duration) {
+        match self.pusher.shutdown(deadline) {
+            Some(totals) if totals.undelivered == 0 => {
+                tracing::info!(%totals, "profiles pushed, the last one included")
             }
-        };
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done_tx.send(handle.join());
-        });
-        if done_rx.recv_timeout(deadline).is_err() {
-            tracing::warn!(target: "pyroscope", ?deadline, "the last profile push did not finish in time");
+            Some(totals) => tracing::warn!(%totals, "profiles left undelivered at shutdown"),
+            None => tracing::warn!(?deadline, "the last profile push did not finish in time"),
         }
         if self.sampler {
             // What a benchmark or an operator needs to judge the labels: how many samples were
@@ -107,35 +76,31 @@ pub fn start(
             Box::new(NoLabels),
         ),
     };
-    // The crate appends the push path itself; a trailing slash would double it.
-    let url = args.pyroscope_server_address.as_str().trim_end_matches('/');
-    let mut builder = PyroscopeAgentBuilder::new(
-        url,
-        service_name,
-        args.pyroscope_sample_rate,
-        "pyroscope-rs",
-        env!("CARGO_PKG_VERSION"),
-        backend,
-    )
-    .tags(static_tags.to_vec())
-    .upload_interval(args.pyroscope_upload_interval);
-    if let (Some(user), Some(password)) = (
-        &args.pyroscope_basic_auth_user,
-        &args.pyroscope_basic_auth_password,
-    ) {
-        builder = builder.basic_auth(user, password.expose());
-    }
-    if let Some(tenant) = &args.pyroscope_tenant_id {
-        builder = builder.tenant_id(tenant.clone());
-    }
-    let agent = builder
-        .build()
-        .and_then(|a| a.start())
-        .map_err(|e| format!("cannot start the Pyroscope agent: {e}"))?;
+    let backend = backend
+        .initialize()
+        .map_err(|e| format!("cannot start the profiler: {e}"))?;
     let sink = match labels {
-        ProfileLabels::ThreadTags => Box::new(ThreadTagSink::new(&agent)),
+        ProfileLabels::ThreadTags => Box::new(ThreadTagSink::new(&backend)),
         ProfileLabels::Sampler | ProfileLabels::Off => sink,
     };
+    let mut series = vec![("service_name".to_owned(), service_name.to_owned())];
+    series.extend(
+        static_tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let target = PushTarget {
+        server: args.pyroscope_server_address.clone(),
+        labels: series,
+        basic_auth: args
+            .pyroscope_basic_auth_user
+            .clone()
+            .zip(args.pyroscope_basic_auth_password.clone()),
+        tenant_id: args.pyroscope_tenant_id.clone(),
+        upload_interval: args.pyroscope_upload_interval,
+        sample_rate: rate,
+    };
+    let pusher = ProfilePusher::start(backend, target)?;
     let sampler = labels != ProfileLabels::ThreadTags;
-    Ok((Some(Profiler { agent, sampler }), sink))
+    Ok((Some(Profiler { pusher, sampler }), sink))
 }

@@ -16,6 +16,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
+use crate::config::TelemetryArgs;
+
 /// Queue bound, batch size and export period.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
@@ -25,19 +27,13 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// The spec's defaults (2048, 512, 5 s), overridden by the `OTEL_BSP_*` variables.
-    pub fn from_env() -> Self {
-        let var = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let max_queue_size = var("OTEL_BSP_MAX_QUEUE_SIZE").map_or(2048, |v| v.max(1) as usize);
-        let batch = var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").map_or(512, |v| v.max(1) as usize);
+    /// From the spec's `OTEL_BSP_*` settings; a batch is never larger than the queue.
+    pub fn new(args: &TelemetryArgs) -> Self {
+        let max_queue_size = args.bsp_max_queue_size as usize;
         QueueConfig {
             max_queue_size,
-            max_export_batch_size: batch.min(max_queue_size),
-            scheduled_delay: Duration::from_millis(var("OTEL_BSP_SCHEDULE_DELAY").unwrap_or(5000)),
+            max_export_batch_size: (args.bsp_max_export_batch_size as usize).min(max_queue_size),
+            scheduled_delay: args.bsp_schedule_delay,
         }
     }
 }

@@ -13,8 +13,6 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporte
 use super::span_queue::{OldestFirstBatch, QueueConfig};
 use crate::config::{OtlpProtocol, SamplerKind, TelemetryArgs};
 
-/// How long one export may take before it counts as failed.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most one export-failure warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -32,16 +30,21 @@ pub fn tracer_provider(
         OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.as_str())
-            .with_timeout(EXPORT_TIMEOUT)
+            .with_timeout(args.traces_timeout())
             .build(),
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(endpoint.as_str())
-            .with_timeout(EXPORT_TIMEOUT)
+            .with_timeout(args.traces_timeout())
             .build(),
     }
-    .map_err(|e| format!("cannot build the OTLP exporter for {endpoint}: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "cannot build the OTLP exporter for {}: {e}",
+            crate::config::without_credentials(&endpoint)
+        )
+    })?;
 
     let mut resource = Resource::builder_empty()
         .with_attributes(
@@ -57,8 +60,11 @@ pub fn tracer_provider(
         .with_sampler(sampler(args))
         .with_resource(resource.build())
         .with_span_processor(OldestFirstBatch::new(
-            Warning::new(exporter, endpoint.to_string()),
-            QueueConfig::from_env(),
+            Warning::new(
+                exporter,
+                crate::config::without_credentials(&endpoint).to_string(),
+            ),
+            QueueConfig::new(args),
         ))
         .build();
     Ok(Some(provider))
