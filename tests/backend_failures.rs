@@ -168,6 +168,44 @@ async fn keeps_serving_when_backends_refuse_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_hanging_backends_still_exits_zero_inside_a_container_stop() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    receiver.set_behaviour(Behaviour::Stall);
+    // A push in flight when the signal comes hangs for up to 7.5 s (3/4 of the interval).
+    let mut service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.01".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "10s".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ])
+    .await;
+    orders(&service, 10).await;
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    service.sigterm();
+    let signalled = Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        // Compose's default stop timeout; the service's own bound is its 4 s flush deadline.
+        let status = service.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "exit status {status}: {}",
+            service.output()
+        );
+        service.output()
+    })
+    .await
+    .unwrap();
+    println!("exited {:?} after SIGTERM", signalled.elapsed());
+    assert_eq!(
+        field(&output, "undelivered"),
+        Some(2),
+        "the hanging push's profile and the last one are counted as undelivered: {output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_reach_pyroscope_and_are_never_printed() {
     let capture = Capture::new();
     let receiver = capture.serve_http(any_port()).await.unwrap();

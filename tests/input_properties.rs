@@ -68,6 +68,11 @@ proptest! {
             ("--resource-attributes", "OTEL_RESOURCE_ATTRIBUTES"),
             ("--shutdown-grace", "RIDESHARE_SHUTDOWN_GRACE"),
             ("--max-in-flight", "RIDESHARE_MAX_IN_FLIGHT"),
+            ("--otlp-timeout", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+            ("--otlp-traces-timeout", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+            ("--bsp-schedule-delay", "OTEL_BSP_SCHEDULE_DELAY"),
+            ("--bsp-max-queue-size", "OTEL_BSP_MAX_QUEUE_SIZE"),
+            ("--bsp-max-export-batch-size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
         ]),
         value in "\\PC{0,30}",
     ) {

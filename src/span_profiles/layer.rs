@@ -92,7 +92,7 @@ impl SpanProfileOptions {
 ///
 /// let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
 /// let tracer = opentelemetry::trace::TracerProvider::tracer(&tracer_provider, "my-service");
-/// // In a real service the sink comes from the profiler, e.g. `ThreadTagSink::new(&agent)`.
+/// // In a real service the sink comes from the profiler, e.g. `ThreadTagSink::new(&agent.backend)`.
 /// let sink = NoLabels;
 /// let subscriber = tracing_subscriber::registry()
 ///     .with(tracing_opentelemetry::layer().with_tracer(tracer))

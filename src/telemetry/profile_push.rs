@@ -203,6 +203,8 @@ impl Pusher {
 
     async fn finish(mut self, deadline: Option<Instant>) -> PushTotals {
         self.take_report();
+        // The last profile first: if the deadline cuts the backlog short, it is what matters.
+        self.backlog.newest_first();
         let deadline = deadline.unwrap_or_else(Instant::now);
         self.deliver(Some(deadline)).await;
         let mut totals = self.backlog.totals;
@@ -375,6 +377,12 @@ impl Backlog {
         }
     }
 
+    fn newest_first(&mut self) {
+        if let Some(newest) = self.profiles.pop_back() {
+            self.profiles.push_front(newest);
+        }
+    }
+
     fn pop_front(&mut self) {
         if let Some(body) = self.profiles.pop_front() {
             self.bytes -= body.len();
@@ -458,6 +466,13 @@ mod tests {
         assert_eq!(backlog.totals.dropped_backlog_full, 3);
         assert_eq!(backlog.profiles.front().unwrap()[0], 3, "oldest went first");
         assert_eq!(backlog.bytes, MAX_BACKLOG_PROFILES * 10);
+        backlog.newest_first();
+        let order: Vec<u8> = backlog.profiles.iter().map(|p| p[0]).collect();
+        assert_eq!(
+            order,
+            [8, 3, 4, 5, 6, 7],
+            "at shutdown the last profile goes first"
+        );
     }
 
     #[test]
