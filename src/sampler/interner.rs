@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use pyroscope::backend::Tag;
 
@@ -64,7 +64,9 @@ pub(crate) enum Resolved {
 
 struct Entry {
     set: Arc<LabelSet>,
-    tags: Arc<[Tag]>,
+    /// Made by the collector when a sample first names the set: most sets (one per request) are
+    /// never sampled, and the worker that interns a set should not pay for it.
+    tags: OnceLock<Arc<[Tag]>>,
 }
 
 type Map = HashMap<Arc<LabelSet>, u32, BuildHasherDefault<DefaultHasher>>;
@@ -185,17 +187,13 @@ impl LabelTable {
                     return word;
                 };
                 let shared = Arc::new(set.clone());
-                let tags: Arc<[Tag]> = set
-                    .iter()
-                    .map(|(k, v)| Tag::new(k.to_owned(), v.to_owned()))
-                    .collect();
                 let index = id as usize;
                 if inner.entries.len() <= index {
                     inner.entries.resize_with(index + 1, || None);
                 }
                 inner.entries[index] = Some(Entry {
                     set: shared.clone(),
-                    tags,
+                    tags: OnceLock::new(),
                 });
                 inner.map.insert(shared, id);
                 self.interned.fetch_add(1, Ordering::Relaxed);
@@ -224,7 +222,14 @@ impl LabelTable {
                 match inner.entries.get(id as usize) {
                     Some(Some(entry)) if live => {
                         self.mark(id);
-                        Resolved::Set(entry.tags.clone())
+                        let tags = entry.tags.get_or_init(|| {
+                            entry
+                                .set
+                                .iter()
+                                .map(|(k, v)| Tag::new(k.to_owned(), v.to_owned()))
+                                .collect()
+                        });
+                        Resolved::Set(tags.clone())
                     }
                     _ => Resolved::Stale,
                 }
