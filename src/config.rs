@@ -214,6 +214,10 @@ pub struct TelemetryArgs {
     /// Most spans in one export (at most OTEL_BSP_MAX_QUEUE_SIZE).
     #[arg(long, env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", value_name = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default_value = "512", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub bsp_max_export_batch_size: u32,
+    /// Longest one export of a batch may take, in milliseconds; one batch is one OTLP request,
+    /// so the shorter of this and the OTLP timeout bounds it.
+    #[arg(long, env = "OTEL_BSP_EXPORT_TIMEOUT", value_name = "OTEL_BSP_EXPORT_TIMEOUT", default_value = "30000", value_parser = parse_millis)]
+    pub bsp_export_timeout: Duration,
 }
 
 impl fmt::Debug for TelemetryArgs {
@@ -249,11 +253,13 @@ impl TelemetryArgs {
             .unwrap_or_else(|| default.to_owned())
     }
 
-    /// The OTLP trace export timeout: the signal's variable, else the general one, else 5 s.
+    /// The OTLP trace export timeout: the signal's variable, else the general one, else 5 s; never
+    /// longer than `OTEL_BSP_EXPORT_TIMEOUT`.
     pub fn traces_timeout(&self) -> Duration {
         self.otlp_traces_timeout
             .or(self.otlp_timeout)
             .unwrap_or(Duration::from_secs(5))
+            .min(self.bsp_export_timeout)
     }
 
     pub fn traces_protocol(&self) -> OtlpProtocol {
@@ -545,7 +551,13 @@ mod tests {
             .serve
             .telemetry;
         assert_eq!(t.traces_timeout(), Duration::from_millis(700));
+        let t = parse(&["--otlp-timeout", "1500", "--bsp-export-timeout", "900"])
+            .unwrap()
+            .serve
+            .telemetry;
+        assert_eq!(t.traces_timeout(), Duration::from_millis(900));
         let t = parse(&[]).unwrap().serve.telemetry;
+        assert_eq!(t.bsp_export_timeout, Duration::from_secs(30));
         assert_eq!(t.traces_timeout(), Duration::from_secs(5));
         assert_eq!(t.bsp_schedule_delay, Duration::from_secs(5));
         assert_eq!(
@@ -556,6 +568,7 @@ mod tests {
             ["--bsp-schedule-delay", "5s"],
             ["--otlp-timeout", "-1"],
             ["--bsp-max-queue-size", "0"],
+            ["--bsp-export-timeout", "30s"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?}");
         }

@@ -36,7 +36,7 @@ const SLACK: Duration = Duration::from_millis(1500);
 async fn keeps_serving_while_backends_fail_and_delivers_again_when_they_recover() {
     let capture = Capture::new();
     let receiver = capture.serve_http(any_port()).await.unwrap();
-    let mut service = Service::start(&[
+    let service = Service::start(&[
         ("RIDESHARE_WORK_SCALE", "0.001".into()),
         ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
         ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
@@ -102,13 +102,7 @@ async fn keeps_serving_while_backends_fail_and_delivers_again_when_they_recover(
         "{from_outage} profiles from the outage delivered"
     );
 
-    service.sigterm();
-    let output = tokio::task::spawn_blocking(move || {
-        assert!(service.wait_exit(Duration::from_secs(10)).success());
-        service.output()
-    })
-    .await
-    .unwrap();
+    let output = sigterm_and_exit_zero(service).await;
     assert!(
         output.contains("OTLP trace export failed"),
         "warns about traces: {output}"
@@ -136,6 +130,23 @@ async fn keeps_serving_while_backends_fail_and_delivers_again_when_they_recover(
         dropped.is_some_and(|n| n >= 1),
         "the full backlog dropped its oldest profiles and counted them: {output}"
     );
+}
+
+/// Sends SIGTERM and waits for exit 0 within compose's default stop timeout (the service's own
+/// bound is its 4 s flush deadline); returns what the service printed.
+async fn sigterm_and_exit_zero(mut service: Service) -> String {
+    service.sigterm();
+    tokio::task::spawn_blocking(move || {
+        let status = service.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "exit status {status}: {}",
+            service.output()
+        );
+        service.output()
+    })
+    .await
+    .unwrap()
 }
 
 /// The number a log line gives `name` (`name=N`), from the last line that has it.
@@ -168,12 +179,65 @@ async fn keeps_serving_when_backends_refuse_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_from_pyroscope_holds_pushes_back_and_loses_nothing() {
+    const RETRY_AFTER: Duration = Duration::from_secs(3);
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    receiver.set_behaviour(Behaviour::Throttle {
+        status: 429,
+        retry_after_secs: RETRY_AFTER.as_secs(),
+    });
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.001".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
+        ("OTEL_SDK_DISABLED", "true".into()),
+    ])
+    .await;
+    orders(&service, 10).await;
+    capture
+        .wait_for(|c| !c.rejections().is_empty(), INTERVAL + SLACK)
+        .await
+        .expect("the first push is throttled");
+    // Healthy again at once: only the server's Retry-After keeps the pushes back.
+    receiver.set_behaviour(Behaviour::Accept);
+    orders(&service, 10).await;
+    capture
+        .wait_for(
+            |c| !c.profiles().is_empty(),
+            RETRY_AFTER + INTERVAL * 2 + SLACK,
+        )
+        .await
+        .expect("pushes resume after the Retry-After");
+    let throttled = capture.rejections()[0].at;
+    let resumed = capture.profiles()[0].received_at;
+    let waited = resumed.duration_since(throttled).unwrap();
+    println!("next push {waited:?} after a 429 with Retry-After: 3");
+    assert!(
+        waited >= RETRY_AFTER - Duration::from_millis(100),
+        "pushed again {waited:?} after the 429, before its Retry-After"
+    );
+    assert_eq!(capture.rejections().len(), 1, "no push during the hold");
+    // The throttled profile and those of the hold were kept and go out together.
+    capture
+        .wait_for(|c| c.profiles().len() >= 3, Duration::from_secs(1))
+        .await
+        .expect("the profiles held back are delivered");
+
+    let output = sigterm_and_exit_zero(service).await;
+    assert!(
+        output.contains("HTTP 429") && output.contains("retry after 3s"),
+        "the warning names the status and the wait: {output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_hanging_backends_still_exits_zero_inside_a_container_stop() {
     let capture = Capture::new();
     let receiver = capture.serve_http(any_port()).await.unwrap();
     receiver.set_behaviour(Behaviour::Stall);
     // A push in flight when the signal comes hangs for up to 7.5 s (3/4 of the interval).
-    let mut service = Service::start(&[
+    let service = Service::start(&[
         ("RIDESHARE_WORK_SCALE", "0.01".into()),
         ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
         ("PYROSCOPE_UPLOAD_INTERVAL", "10s".into()),
@@ -183,20 +247,8 @@ async fn sigterm_with_hanging_backends_still_exits_zero_inside_a_container_stop(
     .await;
     orders(&service, 10).await;
     tokio::time::sleep(Duration::from_millis(10_500)).await;
-    service.sigterm();
     let signalled = Instant::now();
-    let output = tokio::task::spawn_blocking(move || {
-        // Compose's default stop timeout; the service's own bound is its 4 s flush deadline.
-        let status = service.wait_exit(Duration::from_secs(10));
-        assert!(
-            status.success(),
-            "exit status {status}: {}",
-            service.output()
-        );
-        service.output()
-    })
-    .await
-    .unwrap();
+    let output = sigterm_and_exit_zero(service).await;
     println!("exited {:?} after SIGTERM", signalled.elapsed());
     assert_eq!(
         field(&output, "undelivered"),

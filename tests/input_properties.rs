@@ -73,6 +73,7 @@ proptest! {
             ("--bsp-schedule-delay", "OTEL_BSP_SCHEDULE_DELAY"),
             ("--bsp-max-queue-size", "OTEL_BSP_MAX_QUEUE_SIZE"),
             ("--bsp-max-export-batch-size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            ("--bsp-export-timeout", "OTEL_BSP_EXPORT_TIMEOUT"),
         ]),
         value in "\\PC{0,30}",
     ) {

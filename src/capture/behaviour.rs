@@ -17,6 +17,9 @@ pub enum Behaviour {
     /// storing anything: 500 for a broken backend, 429 for rate limiting, 401 for bad
     /// credentials. A 2xx here still stores nothing.
     Status(u16),
+    /// Answer `status` with `Retry-After: retry_after_secs`, as a rate-limiting server or the
+    /// proxy in front of one does (HTTP only; gRPC gets the code alone).
+    Throttle { status: u16, retry_after_secs: u64 },
     /// Read the whole request, then never answer until the receiver shuts down (when the request
     /// gets a 503 / `Unavailable`), like a backend stuck behind a load balancer. Only the client's
     /// own timeout ends the wait.
@@ -44,6 +47,8 @@ pub(super) enum Verdict {
 pub(super) struct Refusal {
     pub status: u16,
     pub reason: String,
+    /// Sent as `Retry-After`, in seconds.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Refusal {
@@ -51,6 +56,7 @@ impl Refusal {
         Refusal {
             status,
             reason: reason.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -68,6 +74,18 @@ impl Behaviour {
                 *status,
                 format!("capture receiver set to answer {status}"),
             )),
+            Behaviour::Throttle {
+                status,
+                retry_after_secs,
+            } => Verdict::Reject(Refusal {
+                retry_after_secs: Some(*retry_after_secs),
+                ..Refusal::new(
+                    *status,
+                    format!(
+                        "capture receiver set to answer {status}, retry after {retry_after_secs}s"
+                    ),
+                )
+            }),
             Behaviour::RequireAuth { basic, tenant } => {
                 if let Some((user, password)) = basic {
                     match headers.basic_credentials() {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -52,9 +52,11 @@ pub(super) fn respond(
     success_body: Vec<u8>,
     error_body: impl FnOnce(&Refusal) -> (&'static str, Vec<u8>),
 ) -> Response {
+    let mut retry_after = None;
     let (status, content_type, body) = match result {
         Ok(()) => (StatusCode::OK, content_type, success_body),
         Err(refusal) => {
+            retry_after = refusal.retry_after_secs;
             let status =
                 StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if status.is_success() {
@@ -65,5 +67,11 @@ pub(super) fn respond(
             }
         }
     };
-    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    let mut response = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }

@@ -119,6 +119,8 @@ pub struct Rejection {
     pub status: u16,
     pub reason: String,
     pub headers: RequestHeaders,
+    /// When it was refused, to measure how long a client waited before it tried again.
+    pub at: std::time::SystemTime,
 }
 
 /// One accepted trace export: what a span list alone cannot tell, like which credentials came
@@ -303,6 +305,7 @@ impl Capture {
                 status,
                 reason: reason.to_owned(),
                 headers,
+                at: std::time::SystemTime::now(),
             });
         });
     }

@@ -5,7 +5,9 @@
 //! up to ten seconds plus a queue, and an outage loses everything in it. Here each push has a
 //! timeout shorter than the upload interval, so a stalled push is over before the next tick;
 //! profiles that failed wait in a small backlog that drops the oldest when full (counted), and
-//! the backlog is delivered oldest first once the server answers again. The profiles themselves
+//! the backlog is delivered oldest first once the server answers again. A `Retry-After` on a
+//! failed push (a rate limit, a proxy in maintenance) is honoured: no push until then, while the
+//! backlog keeps the newest profiles. The profiles themselves
 //! are the crate's: its backend's report, its pprof encoding, its push protocol.
 
 use std::collections::{HashMap, VecDeque};
@@ -31,6 +33,9 @@ pub const MAX_BACKLOG_PROFILES: usize = 6;
 pub const MAX_BACKLOG_BYTES: usize = 8 << 20;
 /// At most one warning per kind of failure per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The longest a server's `Retry-After` holds pushes back, so a wrong header cannot silence
+/// profiles for good.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Where and as whom profiles are pushed.
 #[derive(Clone)]
@@ -126,6 +131,7 @@ impl ProfilePusher {
             window_start: SystemTime::now(),
             warned: HashMap::new(),
             failing: false,
+            hold_until: None,
         };
         let thread = std::thread::Builder::new()
             .name("profile-push".into())
@@ -176,6 +182,8 @@ struct Pusher {
     /// When each kind of failure was last warned about.
     warned: HashMap<String, Instant>,
     failing: bool,
+    /// No push before this: the server's `Retry-After`.
+    hold_until: Option<Instant>,
 }
 
 impl Pusher {
@@ -188,9 +196,13 @@ impl Pusher {
                 deadline = &mut stop => return self.finish(deadline.ok()).await,
             }
             self.take_report();
-            tokio::select! {
-                _ = self.deliver(None) => {}
-                deadline = &mut stop => return self.finish(deadline.ok()).await,
+            if self.hold_until.is_some_and(|t| Instant::now() < t) {
+                // The report waits in the backlog; the next tick after the hold pushes it.
+            } else {
+                tokio::select! {
+                    _ = self.deliver(None) => {}
+                    deadline = &mut stop => return self.finish(deadline.ok()).await,
+                }
             }
             // A tick missed while a slow push ran is skipped: its samples are in the next report.
             let now = tokio::time::Instant::now();
@@ -229,7 +241,8 @@ impl Pusher {
     }
 
     /// Pushes the backlog oldest first until it is empty or a push fails; with a deadline, each
-    /// push gets only what is left of it.
+    /// push gets only what is left of it. At shutdown a `Retry-After` hold is not waited out: one
+    /// last attempt is all that is left.
     async fn deliver(&mut self, deadline: Option<Instant>) {
         while let Some(body) = self.backlog.profiles.front().cloned() {
             let mut timeout = self.target.push_timeout();
@@ -255,6 +268,7 @@ impl Pusher {
                 Outcome::Retry(failure) => {
                     self.backlog.totals.failed_attempts += 1;
                     self.failing = true;
+                    self.hold_until = failure.retry_after.map(|d| Instant::now() + d);
                     self.warn(
                         &failure,
                         "Pyroscope push failed; profiles are kept and retried",
@@ -297,11 +311,18 @@ impl Pusher {
             let _ = response.bytes().await;
             return Outcome::Delivered;
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let text = response.text().await.unwrap_or_default();
-        let failure = Failure::new(
-            status.as_str(),
-            format!("HTTP {status}: {}", first_line(&text, 200)),
-        );
+        let mut cause = format!("HTTP {status}: {}", first_line(&text, 200));
+        if let Some(wait) = retry_after {
+            cause.push_str(&format!(" (retry after {}s)", wait.as_secs()));
+        }
+        let mut failure = Failure::new(status.as_str(), cause);
+        failure.retry_after = retry_after;
         if status.is_client_error() && ![401, 403, 408, 429].contains(&status.as_u16()) {
             Outcome::Rejected(failure)
         } else {
@@ -346,6 +367,8 @@ struct Failure {
     /// What warnings are rate-limited by: `timeout`, `connection` or the HTTP status.
     kind: String,
     cause: String,
+    /// The server's `Retry-After`, at most [`MAX_RETRY_AFTER`].
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -353,8 +376,23 @@ impl Failure {
         Failure {
             kind: kind.into(),
             cause,
+            retry_after: None,
         }
     }
+}
+
+/// `Retry-After` in either of its forms, delay-seconds or an HTTP date (RFC 9110 10.2.3); a date
+/// in the past means now. `None` for anything else, which is then ignored.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Encoded profiles waiting to be pushed, bounded in count and bytes.
@@ -489,6 +527,23 @@ mod tests {
             "one oversized profile is still sent"
         );
         assert_eq!(backlog.totals.dropped_backlog_full, 2);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(42));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(42))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(42));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        for bad in ["", "-1", "1.5", "soon", "Tue, 99 Nov 2026 00:00:00 GMT"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
     }
 
     #[test]
