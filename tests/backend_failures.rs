@@ -6,11 +6,13 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rideshare::capture::{Behaviour, Capture, unused_loopback_addr};
+use rideshare::capture::{Behaviour, Capture, Endpoint, unused_loopback_addr};
 use rideshare::telemetry::profile_push::MAX_BACKLOG_PROFILES;
 use support::{Service, run_to_exit};
 
 const SECRET: &str = "hunter2-do-not-print";
+/// `stack-123:` and [`SECRET`] in base64; the receivers decode it and check it.
+const SECRET_BASE64: &str = "c3RhY2stMTIzOmh1bnRlcjItZG8tbm90LXByaW50";
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -258,37 +260,32 @@ async fn sigterm_with_hanging_backends_still_exits_zero_inside_a_container_stop(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_reach_pyroscope_and_are_never_printed() {
+async fn credentials_reach_both_backends_and_are_never_printed() {
     let capture = Capture::new();
     let receiver = capture.serve_http(any_port()).await.unwrap();
     receiver.set_behaviour(Behaviour::RequireAuth {
         basic: Some(("stack-123".into(), SECRET.into())),
         tenant: Some("tenant-7".into()),
     });
-    let service = Service::start(&[
-        ("RIDESHARE_WORK_SCALE", "0.01".into()),
-        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
-        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
-        ("PYROSCOPE_BASIC_AUTH_USER", "stack-123".into()),
-        ("PYROSCOPE_BASIC_AUTH_PASSWORD", SECRET.into()),
-        ("PYROSCOPE_TENANT_ID", "tenant-7".into()),
-        ("OTEL_SDK_DISABLED", "true".into()),
-        ("RUST_LOG", "debug".into()),
-    ])
-    .await;
+    let service = Service::start(&with_credentials(&receiver.url())).await;
     orders(&service, 10).await;
+    let expected = Some(("stack-123".to_owned(), SECRET.to_owned()));
     let profiles = capture
         .wait_for_profiles(1, Duration::from_secs(15))
         .await
         .expect("authenticated pushes are accepted");
-    assert_eq!(
-        profiles[0].headers.basic_credentials(),
-        Some(("stack-123".to_owned(), SECRET.to_owned()))
-    );
+    assert_eq!(profiles[0].headers.basic_credentials(), expected);
     assert_eq!(
         profiles[0].headers.scope_org_id.as_deref(),
         Some("tenant-7")
     );
+    capture
+        .wait_for(|c| !c.trace_requests().is_empty(), Duration::from_secs(10))
+        .await
+        .expect("authenticated span exports are accepted");
+    let traces = &capture.trace_requests()[0].headers;
+    assert_eq!(traces.basic_credentials(), expected);
+    assert_eq!(traces.scope_org_id.as_deref(), Some("tenant-7"));
 
     let index = reqwest::get(service.url("/"))
         .await
@@ -297,9 +294,71 @@ async fn credentials_reach_pyroscope_and_are_never_printed() {
         .await
         .unwrap();
     assert!(!index.contains(SECRET));
+    let output = sigterm_and_exit_zero(service).await;
+    assert_no_secret(&output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_warned_about_without_printing_them() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    receiver.set_behaviour(Behaviour::RequireAuth {
+        basic: Some(("stack-123".into(), "the-right-password".into())),
+        tenant: None,
+    });
+    let service = Service::start(&with_credentials(&receiver.url())).await;
+    orders(&service, 10).await;
+    capture
+        .wait_for(
+            |c| {
+                let refused = c.rejections();
+                refused
+                    .iter()
+                    .any(|r| r.endpoint == Endpoint::PyroscopePush)
+                    && refused.iter().any(|r| r.endpoint == Endpoint::OtlpHttp)
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("both backends refused the wrong password");
+    let output = sigterm_and_exit_zero(service).await;
     assert!(
-        !service.output().contains(SECRET),
-        "the password is in the logs"
+        output.contains("Pyroscope push failed") && output.contains("HTTP 401"),
+        "the profile warning names the cause: {output}"
+    );
+    assert!(
+        output.contains("OTLP trace export failed"),
+        "the trace warning: {output}"
+    );
+    assert_no_secret(&output);
+}
+
+/// Both backends at `url`, as `stack-123` with [`SECRET`] and tenant `tenant-7`: Pyroscope through
+/// its own variables, OTLP through OTEL_EXPORTER_OTLP_HEADERS (the space percent-encoded, as the
+/// spec has it). Debug logs on, where a careless client would print headers.
+fn with_credentials(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("RIDESHARE_WORK_SCALE", "0.01".into()),
+        ("PYROSCOPE_SERVER_ADDRESS", url.into()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
+        ("PYROSCOPE_BASIC_AUTH_USER", "stack-123".into()),
+        ("PYROSCOPE_BASIC_AUTH_PASSWORD", SECRET.into()),
+        ("PYROSCOPE_TENANT_ID", "tenant-7".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url.into()),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            format!("Authorization=Basic%20{SECRET_BASE64},X-Scope-OrgID=tenant-7"),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+        ("RUST_LOG", "debug".into()),
+    ]
+}
+
+fn assert_no_secret(output: &str) {
+    assert!(!output.contains(SECRET), "the password is in the logs");
+    assert!(
+        !output.contains(SECRET_BASE64),
+        "the Authorization header is in the logs"
     );
 }
 
