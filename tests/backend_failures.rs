@@ -233,6 +233,49 @@ async fn a_retry_after_from_pyroscope_holds_pushes_back_and_loses_nothing() {
     );
 }
 
+/// The OTLP exporter's own retry (429, 502, 503, 504 and connection failures, within the export
+/// timeout, after the server's `Retry-After`): a short throttle loses no span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_span_export_is_retried_after_its_retry_after() {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    receiver.set_behaviour(Behaviour::Throttle {
+        status: 503,
+        retry_after_secs: 1,
+    });
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.001".into()),
+        ("PYROSCOPE_ENABLED", "false".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".into()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000".into()),
+    ])
+    .await;
+    orders(&service, 5).await;
+    capture
+        .wait_for(|c| !c.rejections().is_empty(), Duration::from_secs(3))
+        .await
+        .expect("the first export is throttled");
+    receiver.set_behaviour(Behaviour::Accept);
+    // No new orders: only a retry of the throttled batch can bring these spans.
+    capture
+        .wait_for(
+            |c| c.spans_named("GET /bike").len() == 5,
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the throttled batch is exported again");
+    let throttled = capture.rejections()[0].at;
+    let retried = capture.trace_requests().len();
+    let waited = SystemTime::now().duration_since(throttled).unwrap();
+    println!("throttled batch delivered within {waited:?}, in {retried} request(s)");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retried before Retry-After"
+    );
+    sigterm_and_exit_zero(service).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_hanging_backends_still_exits_zero_inside_a_container_stop() {
     let capture = Capture::new();
