@@ -66,5 +66,8 @@ cat "$out/loadgen.out"
 echo "telemetry the service reported dropping:"
 grep -Ei "dropped|failed|timed out|error" "$out/service.log" | sed 's/^/  /' | tail -n 12 || true
 if [ "$BACKENDS" = healthy ]; then
-  echo "receivers (last totals): $(tail -n 1 "$out/receivers.log")"
+  # Stopped after the service, so their totals include its last spans and profile.
+  kill -TERM "${pids[0]}" 2>/dev/null || true
+  wait "${pids[0]}" 2>/dev/null || true
+  echo "receivers (final totals): $(tail -n 1 "$out/receivers.log")"
 fi
