@@ -52,11 +52,10 @@ pub(super) fn respond(
     success_body: Vec<u8>,
     error_body: impl FnOnce(&Refusal) -> (&'static str, Vec<u8>),
 ) -> Response {
-    let mut retry_after = None;
+    let retry_after = result.as_ref().err().and_then(|r| r.retry_after_secs);
     let (status, content_type, body) = match result {
         Ok(()) => (StatusCode::OK, content_type, success_body),
         Err(refusal) => {
-            retry_after = refusal.retry_after_secs;
             let status =
                 StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if status.is_success() {

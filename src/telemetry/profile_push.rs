@@ -7,8 +7,8 @@
 //! profiles that failed wait in a small backlog that drops the oldest when full (counted), and
 //! the backlog is delivered oldest first once the server answers again. A `Retry-After` on a
 //! failed push (a rate limit, a proxy in maintenance) is honoured: no push until then, while the
-//! backlog keeps the newest profiles. The profiles themselves
-//! are the crate's: its backend's report, its pprof encoding, its push protocol.
+//! backlog keeps the newest profiles. The profiles themselves are the crate's: its backend's
+//! report, its pprof encoding, its push protocol.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -196,9 +196,9 @@ impl Pusher {
                 deadline = &mut stop => return self.finish(deadline.ok()).await,
             }
             self.take_report();
-            if self.hold_until.is_some_and(|t| Instant::now() < t) {
-                // The report waits in the backlog; the next tick after the hold pushes it.
-            } else {
+            // While the server's Retry-After holds, the report waits in the backlog.
+            let held = self.hold_until.is_some_and(|t| Instant::now() < t);
+            if !held {
                 tokio::select! {
                     _ = self.deliver(None) => {}
                     deadline = &mut stop => return self.finish(deadline.ok()).await,
@@ -321,8 +321,10 @@ impl Pusher {
         if let Some(wait) = retry_after {
             cause.push_str(&format!(" (retry after {}s)", wait.as_secs()));
         }
-        let mut failure = Failure::new(status.as_str(), cause);
-        failure.retry_after = retry_after;
+        let failure = Failure {
+            retry_after,
+            ..Failure::new(status.as_str(), cause)
+        };
         if status.is_client_error() && ![401, 403, 408, 429].contains(&status.as_u16()) {
             Outcome::Rejected(failure)
         } else {
