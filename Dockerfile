@@ -9,9 +9,11 @@
 FROM rust:1.91.1-slim-bookworm AS builder
 WORKDIR /build
 
-# Dependencies first, in their own layer: with stub sources, this build compiles only the locked
-# dependency graph, so editing src/ does not rebuild every crate.
+# Dependencies first, in their own layer: with stub sources for the app, this build compiles only
+# the locked dependency graph and the workspace's library crates, so editing src/ does not rebuild
+# every crate.
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 RUN mkdir -p src/bin \
     && touch src/lib.rs \
     && echo 'fn main() {}' > src/main.rs \

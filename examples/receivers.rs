@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use rideshare::capture::Capture;
+use telemetry_capture::Capture;
 
 #[tokio::main]
 async fn main() {

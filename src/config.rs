@@ -70,8 +70,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RIDESHARE_MUTEX_HOTSPOT", value_name = "RIDESHARE_MUTEX_HOTSPOT", value_enum, default_value_t = Hotspot::Periodic)]
     pub mutex_hotspot: Hotspot,
     /// How span labels reach CPU samples.
-    #[arg(long, env = "RIDESHARE_PROFILE_LABELS", value_name = "RIDESHARE_PROFILE_LABELS", value_enum, default_value_t = ProfileLabels::Sampler)]
-    pub profile_labels: ProfileLabels,
+    #[arg(long, env = "RIDESHARE_PROFILE_LABELS", value_name = "RIDESHARE_PROFILE_LABELS", value_enum, default_value_t = SpanLabels::AtSampleTime)]
+    pub profile_labels: SpanLabels,
     /// How long in-flight requests may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "RIDESHARE_SHUTDOWN_GRACE", value_name = "RIDESHARE_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -96,15 +96,43 @@ pub enum Hotspot {
     Off,
 }
 
-/// The mechanism that puts span labels on samples.
+/// How span labels reach CPU samples (`RIDESHARE_PROFILE_LABELS`), so one build can compare the
+/// mechanisms against each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProfileLabels {
-    /// This crate's SIGPROF sampler: labels read from a per-thread slot at sample time.
-    Sampler,
-    /// The `pyroscope` crate's thread tags, changed at every span enter/exit.
+pub enum SpanLabels {
+    /// The span-profiling library's SIGPROF sampler, which reads them at sample time.
+    #[value(name = "sampler")]
+    AtSampleTime,
+    /// The `pyroscope` crate's pprof backend and its thread tags, changed at every enter/exit.
     ThreadTags,
-    /// The sampler's profiles without span labels.
+    /// The same sampler, its profiles without span labels.
     Off,
+}
+
+/// What a process profiles, decided once from its settings: every choice of profiler and label
+/// mechanism is read from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileMode {
+    /// No profiler: `PYROSCOPE_ENABLED=false`, or a process that profiles nothing (loadgen).
+    Off,
+    /// The sampler, samples without span labels (`RIDESHARE_PROFILE_LABELS=off`).
+    Unlabelled,
+    /// The sampler, span labels read at sample time (the default).
+    AtSampleTime,
+    /// The stock pprof backend, span labels as its thread tags.
+    ThreadTags,
+}
+
+impl ServeArgs {
+    /// The service's [`ProfileMode`].
+    pub fn profile_mode(&self) -> ProfileMode {
+        match (self.telemetry.pyroscope_enabled, self.profile_labels) {
+            (false, _) => ProfileMode::Off,
+            (true, SpanLabels::Off) => ProfileMode::Unlabelled,
+            (true, SpanLabels::AtSampleTime) => ProfileMode::AtSampleTime,
+            (true, SpanLabels::ThreadTags) => ProfileMode::ThreadTags,
+        }
+    }
 }
 
 /// Exporter protocol, as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
@@ -116,10 +144,9 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// `OTEL_TRACES_SAMPLER` values this service supports.
+/// The OpenTelemetry trace sampler: `OTEL_TRACES_SAMPLER` values this service supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[allow(clippy::enum_variant_names)]
-pub enum SamplerKind {
+pub enum TraceSampler {
     #[value(name = "always_on")]
     AlwaysOn,
     #[value(name = "always_off")]
@@ -190,8 +217,8 @@ pub struct TelemetryArgs {
     )]
     pub otlp_traces_protocol: Option<OtlpProtocol>,
     /// Trace sampler.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_name = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = SamplerKind::ParentBasedAlwaysOn)]
-    pub traces_sampler: SamplerKind,
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_name = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = TraceSampler::ParentBasedAlwaysOn)]
+    pub traces_sampler: TraceSampler,
     /// Sampler argument: the ratio for the *traceidratio samplers, 0.0 to 1.0.
     #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
     pub traces_sampler_arg: Option<f64>,
@@ -309,7 +336,7 @@ impl TelemetryArgs {
         }
         let needs_ratio = matches!(
             self.traces_sampler,
-            SamplerKind::TraceIdRatio | SamplerKind::ParentBasedTraceIdRatio
+            TraceSampler::TraceIdRatio | TraceSampler::ParentBasedTraceIdRatio
         );
         if needs_ratio && self.traces_sampler_arg.is_none() {
             return Err("OTEL_TRACES_SAMPLER_ARG is required by the traceidratio samplers: a ratio from 0.0 to 1.0".into());

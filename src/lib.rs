@@ -1,16 +1,14 @@
 //! Rideshare: an axum service whose OTLP traces link, span by span, to its Pyroscope CPU profiles.
 //!
-//! The reusable part is [`span_profiles`]: a `tracing` layer that labels CPU samples with the
-//! running span, so Grafana can open the flame graph of one span.
+//! The app around the `tracing-span-profiles` library (in `crates/`): the service, its
+//! configuration, the telemetry wiring, the load generator and the offline demo. Its modules are
+//! public for the two binaries and the integration tests, not for reuse.
 
-pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod loadgen;
-pub mod sampler;
 pub mod service;
 pub mod shutdown;
-pub mod span_profiles;
 pub mod telemetry;
 
 /// The Pyroscope profile type id Grafana queries for CPU profiles pushed by this service.

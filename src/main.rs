@@ -59,7 +59,7 @@ async fn run(args: ServeArgs) -> ExitCode {
             KeyValue::new("cloud.region", args.region.clone()),
         ],
         profile_tags: vec![(REGION_LABEL, args.region.as_str())],
-        profile_labels: Some(args.profile_labels),
+        profile_mode: args.profile_mode(),
         label_fields: &[VEHICLE_LABEL],
     }) {
         Ok(t) => t,

@@ -6,9 +6,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rideshare::capture::{Behaviour, Capture, Endpoint, unused_loopback_addr};
-use rideshare::telemetry::profile_push::MAX_BACKLOG_PROFILES;
 use support::{Service, run_to_exit};
+use telemetry_capture::{Behaviour, Capture, Endpoint, unused_loopback_addr};
+use tracing_span_profiles::MAX_BACKLOG_PROFILES;
 
 const SECRET: &str = "hunter2-do-not-print";
 /// `stack-123:` and [`SECRET`] in base64; the receivers decode it and check it.

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rideshare::capture::{
+use rideshare::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
+use telemetry_capture::{
     Capture, CapturedProfile, CapturedSample, CapturedSpan, ReceiverHandle, SpanKind, Transport,
 };
-use rideshare::span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
-use rideshare::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
+use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
 
 mod support;
 

@@ -1472,7 +1472,7 @@ fn grafana_reaches_its_data_sources_and_links_spans_to_profiles() {
         ));
     }
     for (key, label) in &tags {
-        if label == rideshare::span_profiles::SPAN_ID_LABEL {
+        if label == tracing_span_profiles::SPAN_ID_LABEL {
             problems.push(format!(
                 "tracesToProfiles.tags maps {key} to {label}: span ids are per sample, never series labels"
             ));
@@ -1581,7 +1581,7 @@ fn dashboard_queries_use_only_labels_and_values_the_service_emits() {
         PYROSCOPE_SERVICE_LABEL,
         rideshare::REGION_LABEL,
         rideshare::VEHICLE_LABEL,
-        rideshare::span_profiles::SPAN_NAME_LABEL,
+        tracing_span_profiles::SPAN_NAME_LABEL,
     ];
     let mut problems = Vec::new();
     let mut grouped_by = BTreeSet::new();
@@ -1595,7 +1595,7 @@ fn dashboard_queries_use_only_labels_and_values_the_service_emits() {
             rideshare::REGIONS.contains(&value)
         } else if label == rideshare::VEHICLE_LABEL {
             vehicles.contains(&value)
-        } else if label == rideshare::span_profiles::SPAN_NAME_LABEL {
+        } else if label == tracing_span_profiles::SPAN_NAME_LABEL {
             span_names.iter().any(|s| s == value)
         } else {
             return Err(format!(
@@ -1677,7 +1677,7 @@ fn dashboard_queries_use_only_labels_and_values_the_service_emits() {
                         problems.push(format!(
                             "panel {title:?}: groupBy {g:?} is not a series label of the service \
                              ({series_labels:?}; {} is per sample)",
-                            rideshare::span_profiles::SPAN_ID_LABEL
+                            tracing_span_profiles::SPAN_ID_LABEL
                         ));
                     }
                     grouped_by.insert(g);
@@ -1693,7 +1693,7 @@ fn dashboard_queries_use_only_labels_and_values_the_service_emits() {
                     Ok(conds) => {
                         let service_attr = format!("resource.{SERVICE_NAME_ATTRIBUTE}");
                         let profile_attr =
-                            format!("span.{}", rideshare::span_profiles::PROFILE_ID_ATTRIBUTE);
+                            format!("span.{}", tracing_span_profiles::PROFILE_ID_ATTRIBUTE);
                         if !conds
                             .iter()
                             .any(|(a, op, v)| *a == service_attr && op == "=" && *v == service_name)

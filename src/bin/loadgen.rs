@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use rideshare::config::one_line;
+use rideshare::config::{ProfileMode, one_line};
 use rideshare::loadgen::{self, LoadgenArgs};
 use rideshare::telemetry::{Telemetry, TelemetrySetup};
 
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             service_name,
             resource: vec![],
             profile_tags: vec![],
-            profile_labels: None,
+            profile_mode: ProfileMode::Off,
             label_fields: &[],
         }) {
             Ok(t) => t,

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{BASELINE_REGION, HOTSPOT_REGION, SLOWEST_TRACES, flame};
-use crate::capture::{CapturedProfile, CapturedSpan, SpanKind};
-use crate::span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL};
 use crate::{REGION_LABEL, VEHICLE_LABEL};
+use telemetry_capture::{CapturedProfile, CapturedSpan, SpanKind};
+use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL};
 
 /// The service's own frames (`src/service/frames.rs`), the names a user looks for.
 pub const OWN_FRAMES: [&str; 6] = [

@@ -29,9 +29,9 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::capture::{Capture, ReceiverHandle, unused_loopback_addr};
-use crate::config::{DemoArgs, OtlpProtocol, SamplerKind};
+use crate::config::{DemoArgs, OtlpProtocol, TraceSampler};
 use crate::loadgen::{self, LoadgenArgs};
+use telemetry_capture::{Capture, ReceiverHandle, unused_loopback_addr};
 
 pub use analysis::{OWN_FRAMES, Report};
 
@@ -212,8 +212,8 @@ fn prepare_out_dir(out: &Path) -> Result<(), String> {
 fn write_outputs(
     out: &Path,
     report: &Report,
-    spans: &[crate::capture::CapturedSpan],
-    profiles: &[crate::capture::CapturedProfile],
+    spans: &[telemetry_capture::CapturedSpan],
+    profiles: &[telemetry_capture::CapturedProfile],
 ) -> Result<PathBuf, String> {
     let write = |name: &str, bytes: &[u8]| {
         let path = out.join(name);
@@ -264,11 +264,11 @@ fn run_load(
         url::Url::parse(&format!(
             "{}{}",
             receiver.url(),
-            crate::capture::OTLP_TRACES_PATH
+            telemetry_capture::OTLP_TRACES_PATH
         ))
         .map_err(|e| format!("capture URL: {e}"))?,
     );
-    t.traces_sampler = SamplerKind::AlwaysOn;
+    t.traces_sampler = TraceSampler::AlwaysOn;
     let tracer_provider = runtime.block_on(async { client_tracing(&load_args) })?;
 
     let bar = ProgressBar::new(duration.as_secs().max(1));

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 
-use crate::capture::{AttrValue, CapturedSpan, SpanKind, SpanStatus};
+use telemetry_capture::{AttrValue, CapturedSpan, SpanKind, SpanStatus};
 
 pub fn export_request(spans: &[CapturedSpan]) -> ExportTraceServiceRequest {
     let mut resource_spans: Vec<ResourceSpans> = Vec::new();
@@ -166,7 +166,7 @@ mod tests {
             status: SpanStatus::Unset,
             status_message: String::new(),
             events: vec![],
-            transport: crate::capture::Transport::Http,
+            transport: telemetry_capture::Transport::Http,
         };
         let json = serde_json::to_value(export_request(&[span.clone(), span])).unwrap();
         let spans = &json["resourceSpans"][0]["scopeSpans"][0]["spans"];

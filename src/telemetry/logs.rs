@@ -1,14 +1,15 @@
 //! Log output: `RUST_LOG` levels, with the telemetry crates' own complaints rate-limited so an
 //! unreachable backend gives a warning a minute, not one per push.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{Event, Level, Metadata};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Filter};
+
+use super::rate_limit::RateLimit;
 
 /// Quiet defaults for chatty dependencies; `RUST_LOG` replaces all of it.
 const DEFAULT_DIRECTIVES: &str = "info,Pyroscope=warn,pyroscope=warn,opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry-otlp=warn,opentelemetry_otlp=warn,h2=warn,hyper=warn,tonic=warn,reqwest=warn";
@@ -30,15 +31,13 @@ pub fn env_filter() -> Result<EnvFilter, String> {
 
 /// Lets through at most one warning or error per backend target and level per `every`.
 pub struct BackendNoiseLimiter {
-    every: Duration,
-    last: Mutex<HashMap<(String, Level), Instant>>,
+    last: Mutex<RateLimit<(String, Level)>>,
 }
 
 impl BackendNoiseLimiter {
     pub fn new(every: Duration) -> Self {
         BackendNoiseLimiter {
-            every,
-            last: Mutex::default(),
+            last: Mutex::new(RateLimit::new(every)),
         }
     }
 
@@ -49,15 +48,7 @@ impl BackendNoiseLimiter {
             return true;
         }
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (target.to_owned(), *meta.level());
-        let now = Instant::now();
-        match last.get(&key) {
-            Some(t) if now.duration_since(*t) < self.every => false,
-            _ => {
-                last.insert(key, now);
-                true
-            }
-        }
+        last.allow((target.to_owned(), *meta.level()))
     }
 }
 

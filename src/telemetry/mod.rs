@@ -1,10 +1,10 @@
 //! Wiring the three outputs of `tracing`: logs, OTLP traces, and span labels on CPU profiles.
 
 mod logs;
-pub mod profile_push;
-pub mod profiles;
-pub mod span_queue;
-pub mod traces;
+mod profiles;
+mod rate_limit;
+mod span_queue;
+pub(crate) mod traces;
 
 use std::time::Duration;
 
@@ -16,11 +16,11 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-pub use logs::{BackendNoiseLimiter, LogCrateAware, env_filter};
-pub use profiles::Profiler;
+use logs::{BackendNoiseLimiter, LogCrateAware, env_filter};
+use profiles::Profiler;
+use tracing_span_profiles::SpanProfileLayer;
 
-use crate::config::{ProfileLabels, TelemetryArgs};
-use crate::span_profiles::{SpanProfileLayer, SpanProfileOptions};
+use crate::config::{ProfileMode, TelemetryArgs};
 
 /// How long the last spans and the last profile may take to leave at shutdown: with the default
 /// 5 s request grace, a stop stays inside a container runtime's usual 10 s.
@@ -28,14 +28,16 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(4);
 
 /// What a process wants from its telemetry.
 pub struct TelemetrySetup<'a> {
+    /// The `OTEL_*` and `PYROSCOPE_*` settings.
     pub args: &'a TelemetryArgs,
+    /// `service.name` of the traces, `service_name` of the profiles.
     pub service_name: String,
     /// Extra trace resource attributes, e.g. `cloud.region`.
     pub resource: Vec<KeyValue>,
     /// Static profile series labels, e.g. `region`.
     pub profile_tags: Vec<(&'a str, &'a str)>,
-    /// `None`: this process pushes no profiles.
-    pub profile_labels: Option<ProfileLabels>,
+    /// Which profiler, if any, and how its samples get span labels.
+    pub profile_mode: ProfileMode,
     /// Span fields that become pprof labels.
     pub label_fields: &'a [&'static str],
 }
@@ -53,12 +55,12 @@ impl Telemetry {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let tracer_provider =
             traces::tracer_provider(setup.args, &setup.service_name, setup.resource)?;
-        let (profiler, sink) = match setup.profile_labels {
-            Some(labels) => {
-                profiles::start(setup.args, &setup.service_name, &setup.profile_tags, labels)?
-            }
-            None => (None, Box::new(crate::span_profiles::NoLabels) as _),
-        };
+        let (profiler, sink) = profiles::start(
+            setup.args,
+            &setup.service_name,
+            &setup.profile_tags,
+            setup.profile_mode,
+        )?;
 
         let logs = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
@@ -72,12 +74,12 @@ impl Telemetry {
                 .with_tracked_inactivity(false)
                 .with_filter(LevelFilter::INFO)
         });
-        let mut options = SpanProfileOptions::default();
-        for field in setup.label_fields {
-            options = options.label_field(field);
-        }
-        let labels = SpanProfileLayer::new(sink)
-            .with_options(options)
+        let labels = setup
+            .label_fields
+            .iter()
+            .fold(SpanProfileLayer::new(sink), |layer, field| {
+                layer.with_label_field(field)
+            })
             .with_filter(LevelFilter::INFO);
         tracing_subscriber::registry()
             .with(logs)

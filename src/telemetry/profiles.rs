@@ -1,17 +1,15 @@
-//! The Pyroscope agent and the label sink that matches it.
+//! The CPU profiler as the settings ask for it, and what it tells at shutdown.
 
 use std::time::Duration;
 
-use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
+use tracing_span_profiles::{LabelSink, NoLabels, PyroscopeConfig};
 
-use super::profile_push::{ProfilePusher, PushTarget};
-use crate::config::{ProfileLabels, TelemetryArgs};
-use crate::sampler::{SamplerConfig, sampler_backend};
-use crate::span_profiles::{LabelSink, NoLabels, ThreadTagSink};
+use crate::config::{ProfileMode, TelemetryArgs};
 
-/// A running profiler and the thread that pushes its profiles.
+/// A running profiler and what to report about it when it stops.
 pub struct Profiler {
-    pusher: ProfilePusher,
+    profiler: tracing_span_profiles::Profiler,
+    /// Whether the library's sampler takes the samples (its totals are then worth a line).
     sampler: bool,
 }
 
@@ -19,7 +17,7 @@ impl Profiler {
     /// Takes the last profile and pushes it, with what earlier pushes left behind, within
     /// `deadline`.
     pub fn shutdown(self, deadline: Duration) {
-        match self.pusher.shutdown(deadline) {
+        match self.profiler.shutdown(deadline) {
             Some(totals) if totals.undelivered == 0 => {
                 tracing::info!(%totals, "profiles pushed, the last one included")
             }
@@ -29,7 +27,7 @@ impl Profiler {
         if self.sampler {
             // What a benchmark or an operator needs to judge the labels: how many samples were
             // lost, and how many went out without their span's labels.
-            let s = crate::sampler::stats();
+            let s = tracing_span_profiles::sampler::stats();
             tracing::info!(
                 samples_taken = s.samples_taken,
                 samples_reported = s.samples_reported,
@@ -45,62 +43,50 @@ impl Profiler {
     }
 }
 
-/// Starts profiling unless `PYROSCOPE_ENABLED` is false, and returns the sink that labels its
-/// samples the way `labels` asks.
+/// Starts the profiler `mode` names, pushing as `service_name` with the static series labels
+/// `tags`, and returns the sink that labels its samples.
 pub fn start(
     args: &TelemetryArgs,
     service_name: &str,
-    static_tags: &[(&str, &str)],
-    labels: ProfileLabels,
+    tags: &[(&str, &str)],
+    mode: ProfileMode,
 ) -> Result<(Option<Profiler>, Box<dyn LabelSink>), String> {
-    if !args.pyroscope_enabled {
+    if mode == ProfileMode::Off {
         return Ok((None, Box::new(NoLabels)));
     }
-    let rate = args.pyroscope_sample_rate;
-    let (backend, sink): (_, Box<dyn LabelSink>) = match labels {
-        // `off` is the same profiler without span labels, so the two compare the labels alone.
-        ProfileLabels::Sampler | ProfileLabels::Off => {
-            let (backend, sink) = sampler_backend(SamplerConfig {
-                sample_rate: rate,
-                ..SamplerConfig::default()
-            });
-            let sink: Box<dyn LabelSink> = match labels {
-                ProfileLabels::Sampler => Box::new(sink),
-                _ => Box::new(NoLabels),
-            };
-            (backend, sink)
-        }
-        // The sink needs the running agent; it is made below.
-        ProfileLabels::ThreadTags => (
-            pprof_backend(PprofConfig { sample_rate: rate }, BackendConfig::default()),
-            Box::new(NoLabels),
-        ),
+    let profiler = pyroscope_config(args, service_name, tags, mode)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let sink: Box<dyn LabelSink> = match mode {
+        ProfileMode::Unlabelled | ProfileMode::Off => Box::new(NoLabels),
+        ProfileMode::AtSampleTime | ProfileMode::ThreadTags => Box::new(profiler.labels()),
     };
-    let backend = backend
-        .initialize()
-        .map_err(|e| format!("cannot start the profiler: {e}"))?;
-    let sink = match labels {
-        ProfileLabels::ThreadTags => Box::new(ThreadTagSink::new(&backend)),
-        ProfileLabels::Sampler | ProfileLabels::Off => sink,
-    };
-    let mut series = vec![("service_name".to_owned(), service_name.to_owned())];
-    series.extend(
-        static_tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    let target = PushTarget {
-        server: args.pyroscope_server_address.clone(),
-        labels: series,
-        basic_auth: args
-            .pyroscope_basic_auth_user
-            .clone()
-            .zip(args.pyroscope_basic_auth_password.clone()),
-        tenant_id: args.pyroscope_tenant_id.clone(),
-        upload_interval: args.pyroscope_upload_interval,
-        sample_rate: rate,
-    };
-    let pusher = ProfilePusher::start(backend, target)?;
-    let sampler = labels != ProfileLabels::ThreadTags;
-    Ok((Some(Profiler { pusher, sampler }), sink))
+    let sampler = mode != ProfileMode::ThreadTags;
+    Ok((Some(Profiler { profiler, sampler }), sink))
+}
+
+fn pyroscope_config(
+    args: &TelemetryArgs,
+    service_name: &str,
+    tags: &[(&str, &str)],
+    mode: ProfileMode,
+) -> PyroscopeConfig {
+    let mut config = PyroscopeConfig::new(service_name)
+        .with_server_address(args.pyroscope_server_address.as_str())
+        .with_upload_interval(args.pyroscope_upload_interval)
+        .with_sample_rate(args.pyroscope_sample_rate);
+    for (key, value) in tags {
+        config = config.with_tag(*key, *value);
+    }
+    let user = args.pyroscope_basic_auth_user.as_ref();
+    if let Some((user, password)) = user.zip(args.pyroscope_basic_auth_password.as_ref()) {
+        config = config.with_basic_auth(user, password.expose());
+    }
+    if let Some(tenant) = &args.pyroscope_tenant_id {
+        config = config.with_tenant_id(tenant);
+    }
+    if mode == ProfileMode::ThreadTags {
+        config = config.with_thread_tags();
+    }
+    config
 }

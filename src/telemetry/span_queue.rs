@@ -16,24 +16,22 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
-use crate::config::TelemetryArgs;
-
 /// Queue bound, batch size and export period.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
-    pub max_queue_size: usize,
-    pub max_export_batch_size: usize,
-    pub scheduled_delay: Duration,
+    max_queue_size: usize,
+    max_export_batch_size: usize,
+    scheduled_delay: Duration,
 }
 
 impl QueueConfig {
-    /// From the spec's `OTEL_BSP_*` settings; a batch is never larger than the queue.
-    pub fn new(args: &TelemetryArgs) -> Self {
-        let max_queue_size = args.bsp_max_queue_size as usize;
+    /// The spec's `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` and
+    /// `OTEL_BSP_SCHEDULE_DELAY`; a batch is never larger than the queue.
+    pub fn new(max_queue_size: usize, max_export_batch_size: usize, delay: Duration) -> Self {
         QueueConfig {
             max_queue_size,
-            max_export_batch_size: (args.bsp_max_export_batch_size as usize).min(max_queue_size),
-            scheduled_delay: args.bsp_schedule_delay,
+            max_export_batch_size: max_export_batch_size.min(max_queue_size),
+            scheduled_delay: delay,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! settings.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -10,8 +10,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 
+use super::rate_limit::RateLimit;
 use super::span_queue::{OldestFirstBatch, QueueConfig};
-use crate::config::{OtlpProtocol, SamplerKind, TelemetryArgs};
+use crate::config::{OtlpProtocol, TelemetryArgs, TraceSampler, without_credentials};
 
 /// At most one export-failure warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -42,7 +43,7 @@ pub fn tracer_provider(
     .map_err(|e| {
         format!(
             "cannot build the OTLP exporter for {}: {e}",
-            crate::config::without_credentials(&endpoint)
+            without_credentials(&endpoint)
         )
     })?;
 
@@ -60,11 +61,12 @@ pub fn tracer_provider(
         .with_sampler(sampler(args))
         .with_resource(resource.build())
         .with_span_processor(OldestFirstBatch::new(
-            Warning::new(
-                exporter,
-                crate::config::without_credentials(&endpoint).to_string(),
+            Warning::new(exporter, without_credentials(&endpoint).to_string()),
+            QueueConfig::new(
+                args.bsp_max_queue_size as usize,
+                args.bsp_max_export_batch_size as usize,
+                args.bsp_schedule_delay,
             ),
-            QueueConfig::new(args),
         ))
         .build();
     Ok(Some(provider))
@@ -73,12 +75,12 @@ pub fn tracer_provider(
 fn sampler(args: &TelemetryArgs) -> Sampler {
     let ratio = args.traces_sampler_arg.unwrap_or(1.0);
     match args.traces_sampler {
-        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
-        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
-        SamplerKind::TraceIdRatio => Sampler::TraceIdRatioBased(ratio),
-        SamplerKind::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        SamplerKind::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        SamplerKind::ParentBasedTraceIdRatio => {
+        TraceSampler::AlwaysOn => Sampler::AlwaysOn,
+        TraceSampler::AlwaysOff => Sampler::AlwaysOff,
+        TraceSampler::TraceIdRatio => Sampler::TraceIdRatioBased(ratio),
+        TraceSampler::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        TraceSampler::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        TraceSampler::ParentBasedTraceIdRatio => {
             Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
         }
     }
@@ -93,9 +95,9 @@ struct Warning<E> {
     state: Mutex<WarnState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct WarnState {
-    last: Option<Instant>,
+    warned: RateLimit<()>,
     failed: u64,
     failed_spans: u64,
     failing: bool,
@@ -106,7 +108,12 @@ impl<E> Warning<E> {
         Warning {
             inner,
             endpoint,
-            state: Mutex::default(),
+            state: Mutex::new(WarnState {
+                warned: RateLimit::new(WARN_EVERY),
+                failed: 0,
+                failed_spans: 0,
+                failing: false,
+            }),
         }
     }
 
@@ -123,7 +130,7 @@ impl<E> Warning<E> {
                 state.failed += 1;
                 state.failed_spans += spans as u64;
                 state.failing = true;
-                if state.last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                if state.warned.allow(()) {
                     tracing::warn!(
                         endpoint = %self.endpoint,
                         %error,
@@ -131,7 +138,6 @@ impl<E> Warning<E> {
                         failed_batches = state.failed,
                         "OTLP trace export failed; spans of failed batches are dropped"
                     );
-                    state.last = Some(Instant::now());
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rideshare::capture::unused_loopback_addr;
+use telemetry_capture::unused_loopback_addr;
 
 pub const SERVICE: &str = env!("CARGO_BIN_EXE_rideshare");
 pub const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");

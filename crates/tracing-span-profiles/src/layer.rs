@@ -24,18 +24,17 @@ use super::labels::{LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SP
 /// Longest label value kept; longer values are cut so a stray field cannot blow up a profile.
 const MAX_VALUE_LEN: usize = 128;
 
-/// What the layer labels, in the spirit of `otel-profiling-go`'s options.
+/// What the layer labels; set through the layer's `with_*` methods.
 #[derive(Debug, Clone)]
-pub struct SpanProfileOptions {
+struct Options {
     fields: Vec<&'static str>,
     span_name: bool,
     root_only: bool,
 }
 
-impl Default for SpanProfileOptions {
-    /// No field labels, `span_name` on, one profile id per local root.
+impl Default for Options {
     fn default() -> Self {
-        SpanProfileOptions {
+        Options {
             fields: Vec::new(),
             span_name: true,
             root_only: true,
@@ -43,32 +42,7 @@ impl Default for SpanProfileOptions {
     }
 }
 
-impl SpanProfileOptions {
-    /// Adds a span field whose value becomes a pprof label on samples taken inside the span and
-    /// its children. Pyroscope turns such labels into series labels, so only name fields whose
-    /// values come from a small set (values are also cut to 128 bytes).
-    pub fn label_field(mut self, name: &'static str) -> Self {
-        if !self.fields.contains(&name) {
-            self.fields.push(name);
-        }
-        self
-    }
-
-    /// Whether samples also carry `span_name` (the labelled span's name). Default: on.
-    pub fn span_name(mut self, on: bool) -> Self {
-        self.span_name = on;
-        self
-    }
-
-    /// `true` (default): only local roots get `pyroscope.profile.id`, and their children's samples
-    /// carry the root's id, as the Go and Python integrations do. `false`: every sampled span gets
-    /// its own id, so each span links to exactly its own samples (more series in Pyroscope's
-    /// span index, same series labels).
-    pub fn root_only(mut self, on: bool) -> Self {
-        self.root_only = on;
-        self
-    }
-
+impl Options {
     fn field_index(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| *f == name)
     }
@@ -87,25 +61,23 @@ impl SpanProfileOptions {
 /// # Example
 ///
 /// ```
-/// use rideshare::span_profiles::{NoLabels, SpanProfileLayer, SpanProfileOptions};
+/// use tracing_span_profiles::{NoLabels, SpanProfileLayer};
 /// use tracing_subscriber::prelude::*;
 ///
 /// let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
 /// let tracer = opentelemetry::trace::TracerProvider::tracer(&tracer_provider, "my-service");
-/// // In a real service the sink comes from the profiler, e.g. `ThreadTagSink::new(&agent.backend)`.
+/// // In a real service the sink comes from the profiler: `Profiler::layer` builds this layer.
 /// let sink = NoLabels;
 /// let subscriber = tracing_subscriber::registry()
 ///     .with(tracing_opentelemetry::layer().with_tracer(tracer))
-///     .with(SpanProfileLayer::new(sink).with_options(
-///         SpanProfileOptions::default().label_field("vehicle"),
-///     ));
+///     .with(SpanProfileLayer::new(sink).with_label_field("vehicle"));
 /// tracing::subscriber::with_default(subscriber, || {
 ///     let _order = tracing::info_span!("order_car", vehicle = "car").entered();
 /// });
 /// ```
 pub struct SpanProfileLayer<K> {
     sink: K,
-    options: SpanProfileOptions,
+    options: Options,
     /// Per thread, the spans entered on it, innermost last, with the labels each put in force.
     entered: ThreadLocal<RefCell<Vec<Entered>>>,
 }
@@ -127,18 +99,39 @@ struct SpanLabels {
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
-    /// A layer that hands labels to `sink`, with default options.
+    /// A layer that hands labels to `sink`: `span_id` and `span_name` of sampled local roots, no
+    /// field labels.
     pub fn new(sink: K) -> Self {
         SpanProfileLayer {
             sink,
-            options: SpanProfileOptions::default(),
+            options: Options::default(),
             entered: ThreadLocal::new(),
         }
     }
 
-    /// Replaces the options.
-    pub fn with_options(mut self, options: SpanProfileOptions) -> Self {
-        self.options = options;
+    /// Adds a span field whose value becomes a label on samples taken inside the span and its
+    /// children. Pyroscope turns such labels into series labels, so name only fields whose values
+    /// come from a small set (values are also cut to 128 bytes).
+    pub fn with_label_field(mut self, name: &'static str) -> Self {
+        if !self.options.fields.contains(&name) {
+            self.options.fields.push(name);
+        }
+        self
+    }
+
+    /// Whether samples also carry `span_name`, the labelled span's name (its `otel.name` field
+    /// when set). Default: on.
+    pub fn with_span_name(mut self, on: bool) -> Self {
+        self.options.span_name = on;
+        self
+    }
+
+    /// `true` (default): only local roots get `pyroscope.profile.id`, and their children's
+    /// samples carry the root's id, as the Go and Python integrations do. `false`: every sampled
+    /// span gets its own id, so each span links to exactly its own samples (more entries in
+    /// Pyroscope's span index, the same series).
+    pub fn with_root_only(mut self, on: bool) -> Self {
+        self.options.root_only = on;
         self
     }
 
@@ -291,7 +284,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
 }
 
 struct FieldVisitor<'a> {
-    options: &'a SpanProfileOptions,
+    options: &'a Options,
     state: &'a mut SpanLabels,
 }
 

@@ -192,9 +192,9 @@ impl Symbolizer {
     /// The frames at one address, innermost inlined function first, as pyroscope's pprof
     /// backend builds them from `backtrace::resolve` (which looks up `ip - 1`), with one
     /// improvement: when the outermost (real, not inlined) function has an unqualified DWARF
-    /// name, as in builds with `debug = "line-tables-only"` (rideshare's release profile), its
-    /// symbol-table name is used instead, so `find_nearest_vehicle` reads
-    /// `rideshare::service::frames::find_nearest_vehicle` in release builds too. (Inlined frames
+    /// name, as in builds with `debug = "line-tables-only"`, its symbol-table name is used
+    /// instead, so a function `find_nearest_vehicle` in module `service::frames` of crate `app`
+    /// reads `app::service::frames::find_nearest_vehicle` in release builds too. (Inlined frames
     /// keep the DWARF name; only `debug = "limited"` or more gives them their path.)
     ///
     /// Without `inlined_frames`, only the symbol table is read: one frame per real function, and

@@ -10,7 +10,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use super::{PATIENCE, any_port};
-use crate::capture::{
+use crate::{
     AttrValue, Capture, CapturedSpan, Endpoint, OTLP_TRACES_PATH, SpanKind, SpanStatus, Transport,
 };
 

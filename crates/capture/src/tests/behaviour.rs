@@ -7,7 +7,7 @@ use prost::Message;
 use tonic::Code;
 
 use super::{PATIENCE, any_port, export_request, push_body};
-use crate::capture::{
+use crate::{
     Behaviour, Capture, Endpoint, EndpointStats, OTLP_TRACES_PATH, PYROSCOPE_PUSH_PATH,
     unused_loopback_addr,
 };

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, Report, ReportData};
 use pyroscope::pyroscope::PyroscopeAgentBuilder;
-use rideshare::capture::Capture;
-use rideshare::sampler::{
+use telemetry_capture::Capture;
+use tracing_span_profiles::sampler::{
     MAX_LABEL_SETS, SampleLabels, SamplerConfig, SamplerStats, sampler_backend, stats,
 };
-use rideshare::span_profiles::{LabelSet, LabelSink};
+use tracing_span_profiles::{LabelSet, LabelSink};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -1,6 +1,6 @@
 //! The platform calls the sampler makes, each marked with whether it runs in the signal handler.
 //!
-//! Only Linux on x86_64 and aarch64 is supported (the targets rideshare ships on); elsewhere
+//! Only Linux on x86_64 and aarch64 is supported; elsewhere
 //! [`SUPPORTED`] is false, the sampler refuses to start, and these are inert stand-ins so that
 //! the crate still builds.
 

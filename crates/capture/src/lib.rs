@@ -15,7 +15,7 @@
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use std::time::Duration;
-//! use rideshare::capture::{Behaviour, Capture};
+//! use telemetry_capture::{Behaviour, Capture};
 //!
 //! let capture = Capture::new();
 //! let otlp = capture.serve_otlp_grpc("127.0.0.1:0".parse().unwrap()).await?;

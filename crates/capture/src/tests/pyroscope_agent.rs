@@ -10,7 +10,7 @@ use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
 use pyroscope::pyroscope::PyroscopeAgentBuilder;
 
 use super::{PATIENCE, any_port};
-use crate::capture::{Behaviour, Capture, Endpoint};
+use crate::{Behaviour, Capture, Endpoint};
 
 /// Spins for `duration` in a frame the profile must show.
 #[inline(never)]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use pyroscope::backend::Tag;
 
-use crate::span_profiles::LabelSet;
+use crate::LabelSet;
 
 /// How many label sets can be live (interned and not yet reclaimed) at once.
 pub const MAX_LABEL_SETS: usize = 32768;

@@ -51,8 +51,9 @@ impl LabelSink for Mirror {
     }
 }
 
-fn options() -> SpanProfileOptions {
-    SpanProfileOptions::default().label_field("vehicle")
+/// The layer as the tests use it: labels from `mirror`, `vehicle` allow-listed.
+fn layer(mirror: &Mirror) -> SpanProfileLayer<Mirror> {
+    SpanProfileLayer::new(mirror.clone()).with_label_field("vehicle")
 }
 
 fn otel(sampler: Sampler) -> (SdkTracerProvider, InMemorySpanExporter) {
@@ -79,8 +80,7 @@ fn attr(span: &SpanData, key: &str) -> Option<String> {
 #[test]
 fn fields_are_inherited_and_exit_restores_exactly() {
     let mirror = Mirror::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options()));
+    let subscriber = tracing_subscriber::registry().with(layer(&mirror));
     tracing::subscriber::with_default(subscriber, || {
         assert_eq!(mirror.now(), None);
         let root = tracing::info_span!("request").entered();
@@ -111,8 +111,7 @@ fn fields_are_inherited_and_exit_restores_exactly() {
 #[test]
 fn field_values_are_cut_and_unlisted_fields_ignored() {
     let mirror = Mirror::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options()));
+    let subscriber = tracing_subscriber::registry().with(layer(&mirror));
     tracing::subscriber::with_default(subscriber, || {
         let long = "x".repeat(1000);
         let _s = tracing::info_span!("order", vehicle = %long, user = "alice").entered();
@@ -128,7 +127,7 @@ fn sampled_local_root_gets_profile_id_equal_to_its_span_id() {
     let mirror = Mirror::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options()));
+        .with(layer(&mirror));
     let mut seen = Vec::new();
     tracing::subscriber::with_default(subscriber, || {
         let root = tracing::info_span!("HTTP request", otel.name = "GET /car").entered();
@@ -171,7 +170,7 @@ fn remote_parent_still_makes_a_local_root() {
     let mirror = Mirror::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options()));
+        .with(layer(&mirror));
     let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
     let remote = SpanContext::new(
         trace_id,
@@ -206,7 +205,7 @@ fn unsampled_root_carries_no_span_id() {
     let mirror = Mirror::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options()));
+        .with(layer(&mirror));
     tracing::subscriber::with_default(subscriber, || {
         let _root = tracing::info_span!("GET /car").entered();
         assert_eq!(mirror.now(), None);
@@ -224,7 +223,7 @@ fn every_span_mode_gives_each_span_its_own_id() {
     let mirror = Mirror::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options().root_only(false)));
+        .with(layer(&mirror).with_root_only(false));
     let mut ids = Vec::new();
     tracing::subscriber::with_default(subscriber, || {
         let _root = tracing::info_span!("root").entered();
@@ -249,7 +248,7 @@ fn labels_follow_polls_across_interleaved_tasks() {
     let mirror = Mirror::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(SpanProfileLayer::new(mirror.clone()).with_options(options()));
+        .with(layer(&mirror));
     let dispatch = tracing::Dispatch::new(subscriber);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

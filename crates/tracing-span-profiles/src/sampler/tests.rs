@@ -13,7 +13,7 @@ use super::interner::{LabelTable, MAX_LABEL_SETS, NO_LABELS, OVERFLOW_ID, Resolv
 use super::ring::{MAX_DEPTH, Ring};
 use super::unwind::{self, Pool};
 use super::{sys, thread};
-use crate::span_profiles::LabelSet;
+use crate::LabelSet;
 
 fn set(i: usize) -> LabelSet {
     LabelSet::from_pairs([("span_id", format!("{i:016x}")), ("span_name", "t".into())])
@@ -275,7 +275,7 @@ fn reports_group_by_label_set_with_symbolized_stacks_and_counts() {
     );
     assert!(
         names.iter().any(|n| n.contains(
-            "rideshare::sampler::tests::reports_group_by_label_set_with_symbolized_stacks"
+            "tracing_span_profiles::sampler::tests::reports_group_by_label_set_with_symbolized_stacks"
         )),
         "{names:?}"
     );

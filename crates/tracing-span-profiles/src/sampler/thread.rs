@@ -3,7 +3,7 @@
 //! [`SLOT`] is a `thread_local!` with `const` initialisation of a type without `Drop`: std then
 //! compiles `SLOT.with` to a plain TLS access (no lazy initialisation, no destructor
 //! registration, no allocation), which is what makes reading it from the SIGPROF handler
-//! async-signal-safe. (This holds for code linked into the executable, as rideshare is; in a
+//! async-signal-safe. (This holds for code linked into the executable, as a Rust service's is; in a
 //! `dlopen`ed library the first TLS access of a thread may allocate.)
 //!
 //! On the first switch of a thread (off the signal path) the slot is registered in [`REGISTRY`]

@@ -1,0 +1,146 @@
+//! A running CPU profiler, the label sink that matches it, and the thread that pushes its
+//! profiles.
+
+use std::time::Duration;
+
+use pyroscope::backend::{BackendImpl, BackendReady, BackendUninitialized};
+
+use crate::config::{Error, PyroscopeConfig};
+use crate::labels::{LabelSet, LabelSink};
+use crate::layer::SpanProfileLayer;
+use crate::push::{ProfilePusher, PushTarget, PushTotals};
+
+/// A CPU profiler pushing to Pyroscope; made by [`PyroscopeConfig::start`].
+///
+/// Profiles leave on a thread of their own (`profile-push`) every upload interval; a push that
+/// fails keeps its profile in a backlog of [`MAX_BACKLOG_PROFILES`](crate::MAX_BACKLOG_PROFILES)
+/// for the next one, and no request ever waits for a push. Call [`shutdown`](Self::shutdown)
+/// before the process exits to push the last profile.
+pub struct Profiler {
+    running: Option<(ProfilePusher, ProfilerLabels)>,
+}
+
+/// The [`LabelSink`] of a [`Profiler`]: what [`Profiler::layer`] hands labels to.
+#[derive(Clone)]
+pub struct ProfilerLabels(Sink);
+
+#[derive(Clone)]
+enum Sink {
+    None,
+    #[cfg(feature = "sampler")]
+    Sampler(crate::sampler::SampleLabels),
+    #[cfg(feature = "thread-tags")]
+    ThreadTags(crate::ThreadTagSink),
+}
+
+impl LabelSink for ProfilerLabels {
+    #[inline]
+    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+        match &self.0 {
+            Sink::None => {}
+            #[cfg(feature = "sampler")]
+            Sink::Sampler(sink) => sink.switch(from, to),
+            #[cfg(feature = "thread-tags")]
+            Sink::ThreadTags(sink) => sink.switch(from, to),
+        }
+    }
+}
+
+impl Profiler {
+    /// The layer that labels this profiler's samples with the running span. Add it after
+    /// `tracing_opentelemetry`'s layer, which owns the span ids it reads.
+    pub fn layer(&self) -> SpanProfileLayer<ProfilerLabels> {
+        SpanProfileLayer::new(self.labels())
+    }
+
+    /// The sink alone, for a [`SpanProfileLayer`] wrapped or configured elsewhere; every copy
+    /// labels the same profiler's samples.
+    pub fn labels(&self) -> ProfilerLabels {
+        match &self.running {
+            Some((_, labels)) => labels.clone(),
+            None => ProfilerLabels(Sink::None),
+        }
+    }
+
+    /// Stops sampling and pushes the last profile, then what earlier pushes left behind, all
+    /// within `deadline` (a push still hanging then is abandoned). Blocking: call it off the
+    /// async workers. Returns the run's totals, or `None` if the deadline passed first or the
+    /// profiler was disabled.
+    pub fn shutdown(self, deadline: Duration) -> Option<PushTotals> {
+        let (pusher, _) = self.running?;
+        pusher.shutdown(deadline)
+    }
+}
+
+impl PyroscopeConfig {
+    /// Starts sampling the process's CPU and pushing profiles.
+    ///
+    /// Fails if the configuration is out of range, or if the profiler cannot start: another
+    /// SIGPROF profiler already runs in the process, or the platform is not Linux on x86_64 or
+    /// aarch64.
+    pub fn start(self) -> Result<Profiler, Error> {
+        let server = self.server_url()?;
+        self.check()?;
+        if !self.enabled {
+            return Ok(Profiler { running: None });
+        }
+        let (backend, labels) = self.backend();
+        let backend = backend
+            .initialize()
+            .map_err(|e| Error::new(format!("cannot start the profiler: {e}")))?;
+        let labels = labels.unwrap_or_else(|| thread_tag_labels(&backend));
+        let mut series = vec![("service_name".to_owned(), self.application_name)];
+        series.extend(self.tags);
+        let target = PushTarget {
+            server,
+            labels: series,
+            basic_auth: self.basic_auth,
+            tenant_id: self.tenant_id,
+            upload_interval: self.upload_interval,
+            sample_rate: self.sample_rate,
+        };
+        let pusher = ProfilePusher::start(backend, target).map_err(Error::new)?;
+        Ok(Profiler {
+            running: Some((pusher, labels)),
+        })
+    }
+
+    /// The backend to sample with and, unless it needs the running backend, its sink.
+    fn backend(&self) -> (BackendImpl<BackendUninitialized>, Option<ProfilerLabels>) {
+        #[cfg(feature = "sampler")]
+        if !self.wants_thread_tags() {
+            let (backend, sink) = crate::sampler::sampler_backend(crate::sampler::SamplerConfig {
+                sample_rate: self.sample_rate,
+                ..Default::default()
+            });
+            return (backend, Some(ProfilerLabels(Sink::Sampler(sink))));
+        }
+        #[cfg(feature = "thread-tags")]
+        return {
+            use pyroscope::backend::{BackendConfig, PprofConfig, pprof_backend};
+            let config = PprofConfig {
+                sample_rate: self.sample_rate,
+            };
+            (pprof_backend(config, BackendConfig::default()), None)
+        };
+        #[cfg(not(feature = "thread-tags"))]
+        unreachable!("without the thread-tags feature the sampler is the only backend")
+    }
+
+    fn wants_thread_tags(&self) -> bool {
+        #[cfg(feature = "thread-tags")]
+        return self.thread_tags;
+        #[cfg(not(feature = "thread-tags"))]
+        false
+    }
+}
+
+#[cfg(feature = "thread-tags")]
+fn thread_tag_labels(backend: &BackendImpl<BackendReady>) -> ProfilerLabels {
+    ProfilerLabels(Sink::ThreadTags(crate::ThreadTagSink::new(backend)))
+}
+
+#[cfg(not(feature = "thread-tags"))]
+fn thread_tag_labels(_backend: &BackendImpl<BackendReady>) -> ProfilerLabels {
+    ProfilerLabels(Sink::None)
+}
