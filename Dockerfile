@@ -2,7 +2,7 @@
 #
 # One image for the whole rideshare package: the service (`rideshare`, the default command) and the
 # load generator (`loadgen`). docker-compose.yml runs it four times (three regions + load generator).
-# tests/stack_wiring.rs checks that this file builds and ships every binary `cargo build --release`
+# tests/stack_wiring/ checks that this file builds and ships every binary `cargo build --release`
 # builds.
 
 # ---- builder: the toolchain (Rust >= the package's and its locked dependencies' rust-version) ----
