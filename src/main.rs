@@ -7,9 +7,9 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use opentelemetry::KeyValue;
 use rideshare::config::{Cli, Command, ServeArgs, one_line};
-use rideshare::service::{self, AppState};
+use rideshare::service::{self, AppState, Limits};
 use rideshare::telemetry::{Telemetry, TelemetrySetup};
-use rideshare::{DEFAULT_SERVICE_NAME, REGION_LABEL, VEHICLE_LABEL};
+use rideshare::vocabulary::{DEFAULT_SERVICE_NAME, REGION_LABEL, VEHICLE_LABEL};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -91,7 +91,7 @@ async fn run(args: ServeArgs) -> ExitCode {
         listener,
         service::router(
             state,
-            service::limits::Limits::new(args.max_in_flight as usize, args.request_timeout),
+            Limits::new(args.max_in_flight as usize, args.request_timeout),
         ),
         rideshare::shutdown::signal(),
         args.shutdown_grace,

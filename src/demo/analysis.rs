@@ -14,17 +14,10 @@ use telemetry_capture::{CapturedProfile, CapturedSpan, SpanKind};
 use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL};
 
 /// The service's own frames (`src/service/frames.rs`), the names a user looks for.
-pub const OWN_FRAMES: [&str; 6] = [
-    "order_bike",
-    "order_scooter",
-    "order_car",
-    "find_nearest_vehicle",
-    "check_driver_availability",
-    "mutex_lock",
-];
+pub const OWN_FRAMES: &[&str] = crate::vocabulary::frame::ALL;
 
 /// The frame whose CPU tells which region has the lock hotspot.
-const HOTSPOT_FRAME: &str = "mutex_lock";
+const HOTSPOT_FRAME: &str = crate::vocabulary::frame::MUTEX_LOCK;
 /// The most spans one waterfall shows.
 const MAX_WATERFALL_SPANS: usize = 60;
 /// Stands for a sample the profiler could not unwind.

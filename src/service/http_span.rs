@@ -10,7 +10,7 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Middleware: runs the rest of the request inside a SERVER span named `{method} {route}`.
-pub async fn http_server_span(request: Request, next: Next) -> Response {
+pub(super) async fn http_server_span(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()

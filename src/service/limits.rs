@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tokio::sync::Semaphore;
 
+use super::refusal::Refusal;
+
 /// Longest request target accepted.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header bytes (names and values) accepted.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The limits of the CPU-heavy routes.
 #[derive(Clone)]
@@ -24,6 +24,7 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// At most `max_in_flight` orders at once, each given at most `timeout`.
     pub fn new(max_in_flight: usize, timeout: Duration) -> Self {
         Limits {
             in_flight: Arc::new(Semaphore::new(max_in_flight)),
@@ -34,24 +35,28 @@ impl Limits {
 
 /// At most `max_in_flight` orders at once, each at most `timeout`: beyond that, 503 with
 /// `Retry-After`, so a client backs off instead of piling onto a queue.
-pub async fn shed_load(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+pub(super) async fn shed_load(
+    State(limits): State<Limits>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
-        return unavailable("overloaded: too many orders in flight");
+        return Refusal::Overloaded.into_response();
     };
     match tokio::time::timeout(limits.timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => unavailable("the order took too long and was abandoned"),
+        Err(_) => Refusal::TimedOut.into_response(),
     }
 }
 
 /// 414 for an oversized URI, 431 for oversized headers, before any routing.
-pub async fn size_limits(request: Request, next: Next) -> Response {
+pub(super) async fn size_limits(request: Request, next: Next) -> Response {
     let uri_len = request
         .uri()
         .path_and_query()
         .map_or(0, |p| p.as_str().len());
     if uri_len > MAX_URI_BYTES {
-        return error(StatusCode::URI_TOO_LONG, "request URI too long");
+        return Refusal::UriTooLong.into_response();
     }
     let header_bytes: usize = request
         .headers()
@@ -59,22 +64,7 @@ pub async fn size_limits(request: Request, next: Next) -> Response {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return error(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request headers too large",
-        );
+        return Refusal::HeadersTooLarge.into_response();
     }
     next.run(request).await
-}
-
-fn unavailable(message: &str) -> Response {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
 }

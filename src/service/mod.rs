@@ -1,10 +1,15 @@
 //! The rideshare HTTP service: router, state, and a serve loop that drains on shutdown.
+//!
+//! Public: what a binary or a test needs to run it ([`AppState`], [`Limits`], [`router`],
+//! [`serve`]). Its words (vehicles, routes, frame names) are in [`crate::vocabulary`]; how it
+//! parses, refuses and works is its own, so it can change without breaking a caller.
 
 mod frames;
 mod http_span;
-pub mod limits;
-pub mod routes;
-pub mod work;
+mod limits;
+mod refusal;
+mod routes;
+mod work;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,16 +21,19 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::config::Hotspot;
+pub use limits::Limits;
 use work::Work;
 
 /// What every handler may read.
 pub struct AppState {
-    pub service_name: String,
-    pub region: String,
-    pub work: Work,
+    service_name: String,
+    region: String,
+    work: Work,
 }
 
 impl AppState {
+    /// The instance `service_name` in `region`: orders burn `work_scale` times the production
+    /// CPU, and car orders in the hotspot region take the shared lock when `hotspot` says.
     pub fn new(service_name: String, region: String, work_scale: f64, hotspot: Hotspot) -> Self {
         let work = Work::new(&region, work_scale, hotspot);
         AppState {
@@ -37,15 +45,11 @@ impl AppState {
 }
 
 /// The routes, each wrapped in its HTTP server span; the orders also behind the load limits.
-pub fn router(state: Arc<AppState>, limits: limits::Limits) -> Router {
-    let orders = Router::new()
-        .route("/bike", get(routes::bike))
-        .route("/scooter", get(routes::scooter))
-        .route("/car", get(routes::car))
-        .route_layer(axum::middleware::from_fn_with_state(
-            limits,
-            limits::shed_load,
-        ));
+pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
+    let orders = routes::orders().route_layer(axum::middleware::from_fn_with_state(
+        limits,
+        limits::shed_load,
+    ));
     Router::new()
         .route("/", get(routes::index))
         .merge(orders)

@@ -2,69 +2,55 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::work::Vehicle;
+use super::refusal::Refusal;
+use crate::vocabulary::{MAX_RADIUS, Vehicle};
 
-/// Largest accepted `search_radius`.
-pub const MAX_RADIUS: u32 = 10;
-
+/// The query string of an order.
 #[derive(Debug, Deserialize)]
-pub struct OrderParams {
+struct OrderParams {
     search_radius: Option<String>,
 }
 
-pub async fn bike(
-    state: State<Arc<AppState>>,
-    q: Result<Query<OrderParams>, QueryRejection>,
-) -> Response {
-    order(state, q, Vehicle::Bike).await
+/// `GET /{vehicle}` for every vehicle, in [`Vehicle::ALL`]'s order.
+pub(super) fn orders() -> Router<Arc<AppState>> {
+    Vehicle::ALL
+        .into_iter()
+        .fold(Router::new(), |orders, vehicle| {
+            let handler = move |state, query| order(state, query, vehicle);
+            orders.route(vehicle.route(), get(handler))
+        })
 }
 
-pub async fn scooter(
-    state: State<Arc<AppState>>,
-    q: Result<Query<OrderParams>, QueryRejection>,
-) -> Response {
-    order(state, q, Vehicle::Scooter).await
-}
-
-pub async fn car(
-    state: State<Arc<AppState>>,
-    q: Result<Query<OrderParams>, QueryRejection>,
-) -> Response {
-    order(state, q, Vehicle::Car).await
-}
-
+/// `GET /{vehicle}`: one order of `vehicle`, with the radius the query gives or its default.
 async fn order(
     State(state): State<Arc<AppState>>,
     query: Result<Query<OrderParams>, QueryRejection>,
     vehicle: Vehicle,
-) -> Response {
+) -> Result<Json<serde_json::Value>, Refusal> {
     let radius = match query {
-        Ok(Query(params)) => match parse_radius(params.search_radius.as_deref()) {
-            Ok(r) => r.unwrap_or(vehicle.default_radius()),
-            Err(message) => return bad_request(message),
-        },
-        Err(_) => return bad_request("malformed query string".to_owned()),
+        Ok(Query(params)) => parse_radius(params.search_radius.as_deref())
+            .map_err(Refusal::BadQuery)?
+            .unwrap_or(vehicle.default_radius()),
+        Err(_) => return Err(Refusal::BadQuery("malformed query string".to_owned())),
     };
     state.work.order(vehicle, radius).await;
-    Json(json!({
+    Ok(Json(json!({
         "vehicle": vehicle.name(),
         "region": state.region,
         "search_radius": radius,
-    }))
-    .into_response()
+    })))
 }
 
 /// `search_radius`: absent, or an integer from 1 to [`MAX_RADIUS`].
-pub fn parse_radius(raw: Option<&str>) -> Result<Option<u32>, String> {
+fn parse_radius(raw: Option<&str>) -> Result<Option<u32>, String> {
     let Some(raw) = raw else { return Ok(None) };
     match raw.parse::<u32>() {
         Ok(r) if (1..=MAX_RADIUS).contains(&r) => Ok(Some(r)),
@@ -77,27 +63,25 @@ pub fn parse_radius(raw: Option<&str>) -> Result<Option<u32>, String> {
     }
 }
 
-fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
-}
-
 /// `GET /`: what this instance is. Never the environment: it holds credentials.
-pub async fn index(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+pub(super) async fn index(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(json!({
         "service": state.service_name,
         "region": state.region,
         "version": env!("CARGO_PKG_VERSION"),
-        "routes": ["/bike", "/scooter", "/car"],
+        "routes": Vehicle::ALL.map(Vehicle::route),
     }))
 }
 
-pub async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))).into_response()
+/// Any other route.
+pub(super) async fn not_found() -> Refusal {
+    Refusal::NotFound
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn radius_rules() {
@@ -119,5 +103,28 @@ mod tests {
         }
         let long = "x".repeat(500);
         assert!(parse_radius(Some(&long)).unwrap_err().len() < 100);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the input: the value itself when it is an integer from 1 to 10, and
+        /// otherwise a short, one-line error naming the parameter.
+        #[test]
+        fn search_radius_is_accepted_exactly_when_it_is_1_to_10(raw in "\\PC{0,12}|[0-9]{1,3}|-?[0-9]{1,20}") {
+            match parse_radius(Some(&raw)) {
+                Ok(Some(r)) => {
+                    prop_assert!((1..=MAX_RADIUS).contains(&r));
+                    prop_assert_eq!(raw.parse::<u32>().ok(), Some(r));
+                }
+                Ok(None) => prop_assert!(false, "a given value is never treated as absent"),
+                Err(message) => {
+                    prop_assert!(!raw.parse::<u32>().is_ok_and(|r| (1..=MAX_RADIUS).contains(&r)));
+                    prop_assert!(message.contains("search_radius"));
+                    prop_assert!(!message.contains('\n'));
+                    prop_assert!(message.len() < 120);
+                }
+            }
+        }
     }
 }

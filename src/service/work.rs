@@ -7,6 +7,11 @@ use tracing::Instrument;
 
 use super::frames::{self, framed};
 use crate::config::Hotspot;
+use crate::vocabulary::frame::{
+    CHECK_DRIVER_AVAILABILITY, FIND_NEAREST_VEHICLE, MUTEX_LOCK, ORDER_BIKE, ORDER_CAR,
+    ORDER_SCOOTER,
+};
+use crate::vocabulary::{HOTSPOT_REGION, VEHICLE_LABEL, Vehicle};
 
 /// CPU per unit of search radius for `find_nearest_vehicle` and `check_driver_availability`.
 const SEARCH_COST: Duration = Duration::from_millis(200);
@@ -16,7 +21,7 @@ const LOCK_COST: Duration = Duration::from_millis(4000);
 const SLICES: u32 = 4;
 
 /// One instance's order processing.
-pub struct Work {
+pub(super) struct Work {
     scale: f64,
     hotspot_region: bool,
     hotspot: Hotspot,
@@ -25,38 +30,11 @@ pub struct Work {
     car_lock: tokio::sync::Mutex<()>,
 }
 
-/// The ordered vehicle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vehicle {
-    Bike,
-    Scooter,
-    Car,
-}
-
-impl Vehicle {
-    pub fn name(self) -> &'static str {
-        match self {
-            Vehicle::Bike => "bike",
-            Vehicle::Scooter => "scooter",
-            Vehicle::Car => "car",
-        }
-    }
-
-    /// The search radius an order uses when the request does not give one.
-    pub fn default_radius(self) -> u32 {
-        match self {
-            Vehicle::Bike => 1,
-            Vehicle::Scooter => 2,
-            Vehicle::Car => 3,
-        }
-    }
-}
-
 impl Work {
-    pub fn new(region: &str, scale: f64, hotspot: Hotspot) -> Self {
+    pub(super) fn new(region: &str, scale: f64, hotspot: Hotspot) -> Self {
         Work {
             scale,
-            hotspot_region: region == "eu-north",
+            hotspot_region: region == HOTSPOT_REGION,
             hotspot,
             car_lock: tokio::sync::Mutex::new(()),
         }
@@ -65,43 +43,34 @@ impl Work {
     /// Processes one order inside its `order_<vehicle>` span and frame. The frame is the outer
     /// of the two, so the span's enter and exit (where its labels switch on and off) happen
     /// inside the frame too: every sample that carries `vehicle=V` has `order_V` on its stack.
-    pub async fn order(&self, vehicle: Vehicle, radius: u32) {
+    pub(super) async fn order(&self, vehicle: Vehicle, radius: u32) {
+        let span = order_span(vehicle);
         match vehicle {
-            Vehicle::Bike => {
-                let span = tracing::info_span!("order_bike", vehicle = "bike");
+            Vehicle::Bike | Vehicle::Scooter => {
                 framed(
-                    frames::order_bike,
-                    self.find_nearest_vehicle(radius).instrument(span),
-                )
-                .await
-            }
-            Vehicle::Scooter => {
-                let span = tracing::info_span!("order_scooter", vehicle = "scooter");
-                framed(
-                    frames::order_scooter,
+                    frames::order(vehicle),
                     self.find_nearest_vehicle(radius).instrument(span),
                 )
                 .await
             }
             Vehicle::Car => {
-                let span = tracing::info_span!("order_car", vehicle = "car");
                 let work = async {
                     self.find_nearest_vehicle(radius).await;
                     self.check_driver_availability(radius).await;
                 };
-                framed(frames::order_car, work.instrument(span)).await
+                framed(frames::order(vehicle), work.instrument(span)).await
             }
         }
     }
 
     async fn find_nearest_vehicle(&self, radius: u32) {
-        let span = tracing::info_span!("find_nearest_vehicle", search_radius = radius);
+        let span = tracing::info_span!(FIND_NEAREST_VEHICLE, search_radius = radius);
         let work = burn(self.scaled(SEARCH_COST * radius));
         framed(frames::find_nearest_vehicle, work.instrument(span)).await
     }
 
     async fn check_driver_availability(&self, radius: u32) {
-        let span = tracing::info_span!("check_driver_availability", search_radius = radius);
+        let span = tracing::info_span!(CHECK_DRIVER_AVAILABILITY, search_radius = radius);
         let work = async {
             burn(self.scaled(SEARCH_COST * radius)).await;
             if self.hotspot_active() {
@@ -112,7 +81,7 @@ impl Work {
     }
 
     async fn mutex_lock(&self, radius: u32) {
-        let span = tracing::info_span!("mutex_lock", search_radius = radius);
+        let span = tracing::info_span!(MUTEX_LOCK, search_radius = radius);
         let work = async {
             let _held = self.car_lock.lock().await;
             burn(self.scaled(LOCK_COST * radius)).await;
@@ -138,6 +107,17 @@ impl Work {
 
     fn scaled(&self, d: Duration) -> Duration {
         d.mul_f64(self.scale)
+    }
+}
+
+/// The span of an order of `vehicle`, named as its frame and labelled with the vehicle.
+/// (A span's name is static, fixed where it is created: one `info_span!` a vehicle.)
+fn order_span(vehicle: Vehicle) -> tracing::Span {
+    let name = vehicle.name();
+    match vehicle {
+        Vehicle::Bike => tracing::info_span!(ORDER_BIKE, { VEHICLE_LABEL } = name),
+        Vehicle::Scooter => tracing::info_span!(ORDER_SCOOTER, { VEHICLE_LABEL } = name),
+        Vehicle::Car => tracing::info_span!(ORDER_CAR, { VEHICLE_LABEL } = name),
     }
 }
 
@@ -186,6 +166,18 @@ mod tests {
         burn(Duration::from_millis(40)).await;
         let used = cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID) - before;
         assert!(used >= Duration::from_millis(40), "used {used:?}");
+    }
+
+    #[test]
+    fn an_order_span_is_named_as_its_frame_and_labelled_with_its_vehicle() {
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
+        for vehicle in Vehicle::ALL {
+            let span = order_span(vehicle);
+            let metadata = span.metadata().expect("the span is enabled");
+            assert_eq!(metadata.name(), vehicle.order_frame());
+            let fields: Vec<&str> = metadata.fields().iter().map(|f| f.name()).collect();
+            assert_eq!(fields, [VEHICLE_LABEL]);
+        }
     }
 
     #[test]
