@@ -30,8 +30,8 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 use crate::capture::{Capture, ReceiverHandle, unused_loopback_addr};
-use crate::config::{DemoArgs, OtlpProtocol, SamplerKind};
-use crate::loadgen::{self, LoadgenArgs};
+use crate::config::{DemoArgs, OtlpProtocol, SamplerKind, TelemetryArgs};
+use crate::loadgen::{self, Plan};
 
 pub use analysis::{OWN_FRAMES, Report};
 
@@ -246,30 +246,17 @@ fn run_load(
     regions: &[Region],
     duration: Duration,
 ) -> Result<loadgen::Report, String> {
-    let mut argv = vec![
-        "loadgen".to_owned(),
-        "--duration".to_owned(),
-        format!("{}ms", duration.as_millis()),
-        "--concurrency".to_owned(),
-        CONCURRENCY.to_string(),
-    ];
-    argv.extend(regions.iter().map(|r| format!("http://{}", r.addr)));
-    let mut load_args = LoadgenArgs::try_parse_from(argv)
-        .map_err(|e| format!("load generator: {}", crate::config::one_line(&e)))?;
-    // Whatever the environment says, the client spans go to the capture.
-    let t = &mut load_args.telemetry;
-    t.otel_sdk_disabled = false;
-    t.otlp_traces_protocol = Some(OtlpProtocol::HttpProtobuf);
-    t.otlp_traces_endpoint = Some(
-        url::Url::parse(&format!(
-            "{}{}",
-            receiver.url(),
-            crate::capture::OTLP_TRACES_PATH
-        ))
-        .map_err(|e| format!("capture URL: {e}"))?,
-    );
-    t.traces_sampler = SamplerKind::AlwaysOn;
-    let tracer_provider = runtime.block_on(async { client_tracing(&load_args) })?;
+    let plan = Plan {
+        targets: regions
+            .iter()
+            .map(|r| url::Url::parse(&format!("http://{}", r.addr)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("region URL: {e}"))?,
+        duration: Some(duration),
+        concurrency: CONCURRENCY,
+    };
+    let telemetry = client_telemetry(receiver)?;
+    let tracer_provider = runtime.block_on(async { client_tracing(&telemetry) })?;
 
     let bar = ProgressBar::new(duration.as_secs().max(1));
     bar.set_style(
@@ -310,7 +297,7 @@ fn run_load(
                 }
             }
         };
-        let report = loadgen::run(&load_args, stop).await;
+        let report = loadgen::run(plan, stop).await;
         ticker.abort();
         report
     });
@@ -321,14 +308,44 @@ fn run_load(
     Ok(report)
 }
 
+/// What [`TelemetryArgs`] reads from the environment, and nothing else: the demo has no load
+/// generator flags to parse.
+#[derive(Parser)]
+#[command(name = "loadgen")]
+struct Environment {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+/// The environment's telemetry settings, as the standalone `loadgen` would read them (batching,
+/// timeouts and resource attributes still apply), but whatever the environment says, the
+/// client spans go to the capture, all of them.
+fn client_telemetry(receiver: &ReceiverHandle) -> Result<TelemetryArgs, String> {
+    let mut t = Environment::try_parse_from(["loadgen"])
+        .map_err(|e| format!("load generator: {}", crate::config::one_line(&e)))?
+        .telemetry;
+    t.otel_sdk_disabled = false;
+    t.otlp_traces_protocol = Some(OtlpProtocol::HttpProtobuf);
+    t.otlp_traces_endpoint = Some(
+        url::Url::parse(&format!(
+            "{}{}",
+            receiver.url(),
+            crate::capture::OTLP_TRACES_PATH
+        ))
+        .map_err(|e| format!("capture URL: {e}"))?,
+    );
+    t.traces_sampler = SamplerKind::AlwaysOn;
+    Ok(t)
+}
+
 /// A subscriber that sends the load generator's spans over OTLP and logs nothing (the progress
 /// bar owns the terminal). Must run inside the runtime: the exporter's client is built there.
-fn client_tracing(args: &LoadgenArgs) -> Result<Option<SdkTracerProvider>, String> {
+fn client_tracing(telemetry: &TelemetryArgs) -> Result<Option<SdkTracerProvider>, String> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let provider =
-        crate::telemetry::traces::tracer_provider(&args.telemetry, loadgen::SERVICE_NAME, vec![])?;
+        crate::telemetry::traces::tracer_provider(telemetry, loadgen::SERVICE_NAME, vec![])?;
     if let Some(tp) = &provider {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tp.tracer(loadgen::SERVICE_NAME))
