@@ -11,9 +11,3 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod vocabulary;
-
-// The vocabulary's plain constants, also at the crate root, where the compose stack's checks
-// (`tests/stack_wiring.rs`), the demo and the load generator name them.
-pub use vocabulary::{
-    DEFAULT_SERVICE_NAME, PROFILE_TYPE_ID, REGION_LABEL, REGIONS, VEHICLE_LABEL, VEHICLES,
-};

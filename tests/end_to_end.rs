@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rideshare::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
+use rideshare::vocabulary::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
 use telemetry_capture::{
     Capture, CapturedProfile, CapturedSample, CapturedSpan, ReceiverHandle, SpanKind, Transport,
 };

@@ -14,33 +14,25 @@ fn main() -> ExitCode {
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()
         }
-        Err(e) => {
-            eprintln!("loadgen: {}", one_line(&e));
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(&one_line(&e)),
     };
+    if let Err(message) = args.telemetry.validate() {
+        return usage_error(&message);
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
-        let service_name = args
-            .telemetry
-            .otel_service_name
-            .clone()
-            .unwrap_or_else(|| loadgen::SERVICE_NAME.to_owned());
         let telemetry = match Telemetry::init(TelemetrySetup {
             args: &args.telemetry,
-            service_name,
+            service_name: args.telemetry.service_name(loadgen::SERVICE_NAME),
             resource: vec![],
             profile_tags: vec![],
             profile_mode: ProfileMode::Off,
             label_fields: &[],
         }) {
             Ok(t) => t,
-            Err(message) => {
-                eprintln!("loadgen: {message}");
-                return ExitCode::from(2);
-            }
+            Err(message) => return usage_error(&message),
         };
-        let report = loadgen::run(&args, rideshare::shutdown::signal()).await;
+        let report = loadgen::run(args.plan(), rideshare::shutdown::signal()).await;
         print!("{}", loadgen::render(&report));
         let _ = tokio::task::spawn_blocking(move || {
             telemetry.shutdown(rideshare::telemetry::FLUSH_DEADLINE)
@@ -48,4 +40,9 @@ fn main() -> ExitCode {
         .await;
         ExitCode::SUCCESS
     })
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("loadgen: {message}");
+    ExitCode::from(2)
 }

@@ -1,15 +1,13 @@
 //! Flame graphs through inferno: folded stacks in, an interactive SVG document out.
 
-use std::collections::BTreeMap;
 use std::io;
 
 use inferno::differential;
 use inferno::flamegraph::{self, Direction, Options};
 
-use super::analysis::{DiffLine, Folded, NO_STACK, OWN_FRAMES, frame_is};
-
-/// The fewest frames worth collapsing into one.
-const MIN_COLLAPSE: usize = 3;
+use super::collapse::for_display;
+use super::folded::Folded;
+use super::report::DiffLine;
 
 /// An SVG flame graph, ready to show in a frame of its own (its script uses global names and
 /// element ids, so two of them cannot share a document).
@@ -34,140 +32,6 @@ fn options(title: &str, subtitle: &str) -> Options<'static> {
     // Root on top, as Grafana and Pyroscope draw them.
     options.direction = Direction::Inverted;
     options
-}
-
-/// A function name as a flame graph shows it: without generic arguments (`order_car<...>`
-/// reads `order_car`, `<Box<dyn FnOnce<()>> as FnOnce<()>>::call_once` reads
-/// `<Box as FnOnce>::call_once`).
-pub fn display_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut depth = 0usize;
-    let mut chars = name.chars().peekable();
-    while let Some(c) = chars.next() {
-        if depth > 0 {
-            match c {
-                '-' if chars.peek() == Some(&'>') => {
-                    chars.next();
-                }
-                '<' => depth += 1,
-                '>' => depth -= 1,
-                _ => {}
-            }
-            continue;
-        }
-        let after_name = out
-            .chars()
-            .last()
-            .is_some_and(|p| p.is_alphanumeric() || p == '_' || p == '}');
-        if c == '<' && after_name {
-            depth = 1;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A frame that names no function of its own: the body of a closure or an async block.
-fn anonymous(name: &str) -> bool {
-    name.starts_with('{') && name.ends_with('}') && !name.contains("::")
-}
-
-/// One frame of the merged call tree, with its CPU in each input.
-#[derive(Default)]
-struct Node {
-    children: BTreeMap<String, Node>,
-    /// CPU with this frame as the leaf, per input.
-    leaf: Vec<i64>,
-}
-
-impl Node {
-    fn new(inputs: usize) -> Self {
-        Node {
-            children: BTreeMap::new(),
-            leaf: vec![0; inputs],
-        }
-    }
-
-    /// A frame a run can be folded through: no CPU of its own and one callee.
-    fn passes_through(&self) -> bool {
-        self.leaf.iter().all(|ns| *ns == 0) && self.children.len() == 1
-    }
-}
-
-fn is_own(frame: &str) -> bool {
-    OWN_FRAMES.iter().any(|own| frame_is(frame, own))
-}
-
-/// The stacks as a page shows them: names without generic arguments, closure and async-body
-/// frames left out, and every run of at least [`MIN_COLLAPSE`] frames that call only each other
-/// (thread start, runtime, HTTP stack) folded into one `[N frames: first … last]`, never
-/// through the service's own frames. The CPU of every stack is unchanged. Several inputs are
-/// folded alike, so that they still line up in a differential graph.
-pub fn for_display(inputs: &[&Folded]) -> Vec<Folded> {
-    let n = inputs.len();
-    let mut root = Node::new(n);
-    for (i, folded) in inputs.iter().enumerate() {
-        for (stack, ns) in folded.iter().filter(|(_, ns)| **ns > 0) {
-            let mut node = &mut root;
-            let mut depth = 0;
-            for frame in stack.split(';').map(display_name).filter(|f| !anonymous(f)) {
-                node = node.children.entry(frame).or_insert_with(|| Node::new(n));
-                depth += 1;
-            }
-            if depth == 0 {
-                node = node
-                    .children
-                    .entry(NO_STACK.to_owned())
-                    .or_insert_with(|| Node::new(n));
-            }
-            node.leaf[i] += ns;
-        }
-    }
-    let mut out = vec![Folded::new(); n];
-    let mut path = Vec::new();
-    emit(&root, &mut path, &mut out);
-    out
-}
-
-fn emit(node: &Node, path: &mut Vec<String>, out: &mut [Folded]) {
-    for (name, child) in &node.children {
-        // The run of frames starting at `child` that only call each other.
-        let mut run = vec![(name.as_str(), child)];
-        loop {
-            let (last_name, last) = run[run.len() - 1];
-            if is_own(last_name) || !last.passes_through() {
-                break;
-            }
-            let (next_name, next) = last.children.iter().next().expect("one callee");
-            if is_own(next_name) {
-                break;
-            }
-            run.push((next_name.as_str(), next));
-        }
-        let pushed = if run.len() >= MIN_COLLAPSE {
-            path.push(format!(
-                "[{} frames: {} … {}]",
-                run.len(),
-                run[0].0,
-                run[run.len() - 1].0
-            ));
-            1
-        } else {
-            path.extend(run.iter().map(|(name, _)| name.to_string()));
-            run.len()
-        };
-        // Only the last frame of a run can have CPU of its own or more than one callee.
-        let (_, end) = run[run.len() - 1];
-        if end.leaf.iter().any(|ns| *ns != 0) {
-            let stack = path.join(";");
-            for (i, ns) in end.leaf.iter().enumerate().filter(|(_, ns)| **ns != 0) {
-                *out[i].entry(stack.clone()).or_default() += ns;
-            }
-        }
-        emit(end, path, out);
-        path.truncate(path.len() - pushed);
-    }
 }
 
 fn finish(bytes: Vec<u8>) -> io::Result<FlameSvg> {
@@ -276,10 +140,7 @@ pub fn render_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn folded(pairs: &[(&str, i64)]) -> Folded {
-        pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
-    }
+    use crate::demo::folded::folded;
 
     #[test]
     fn renders_an_svg_with_every_frame() {
@@ -297,68 +158,6 @@ mod tests {
         assert!(svg.svg.contains("mutex_lock (60 ms CPU"));
         assert!(svg.height > 50);
         assert!(render(&Folded::new(), "t", "s").unwrap().is_none());
-    }
-
-    #[test]
-    fn display_names_drop_generic_arguments() {
-        assert_eq!(
-            display_name("order_car<rideshare::service::work::{impl#1}::order::{async_fn#0}>"),
-            "order_car"
-        );
-        assert_eq!(
-            display_name(
-                "<alloc::boxed::Box<dyn core::ops::function::FnOnce<(), Output = ()> + core::marker::Send> as core::ops::function::FnOnce<()>>::call_once"
-            ),
-            "<alloc::boxed::Box as core::ops::function::FnOnce>::call_once"
-        );
-        assert_eq!(
-            display_name("{async_block#0}<fn(A) -> B, C>"),
-            "{async_block#0}"
-        );
-        assert_eq!(
-            display_name("rideshare::service::frames::mutex_lock"),
-            "rideshare::service::frames::mutex_lock"
-        );
-    }
-
-    #[test]
-    fn runs_of_frames_fold_into_one_but_never_the_services_own() {
-        let input = folded(&[
-            (
-                "start;run;poll<X>;{closure#0}<Y>;serve;order_car<F>;spin",
-                30,
-            ),
-            (
-                "start;run;poll<Y>;{closure#0};serve;order_car<F>;a;b;c;find_nearest_vehicle<G>;spin",
-                20,
-            ),
-            ("other;x", 5),
-        ]);
-        let shown = for_display(&[&input]).pop().unwrap();
-        assert_eq!(
-            shown,
-            folded(&[
-                (
-                    "[4 frames: start … serve];order_car;[3 frames: a … c];find_nearest_vehicle;spin",
-                    20
-                ),
-                ("[4 frames: start … serve];order_car;spin", 30),
-                ("other;x", 5),
-            ])
-        );
-        assert_eq!(shown.values().sum::<i64>(), input.values().sum::<i64>());
-        // Short runs are left alone.
-        let input = folded(&[("a;b", 1), ("a;c", 1)]);
-        assert_eq!(for_display(&[&input]).pop().unwrap(), input);
-        // Two inputs fold alike.
-        let before = folded(&[("a;b;c;d", 1)]);
-        let after = folded(&[("a;b;c;d", 2), ("a;b;c;e", 3)]);
-        let shown = for_display(&[&before, &after]);
-        assert_eq!(shown[0], folded(&[("[3 frames: a … c];d", 1)]));
-        assert_eq!(
-            shown[1],
-            folded(&[("[3 frames: a … c];d", 2), ("[3 frames: a … c];e", 3)])
-        );
     }
 
     #[test]

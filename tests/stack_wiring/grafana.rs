@@ -124,11 +124,11 @@ fn check_traces_to_profiles(link: &Value, problems: &mut Vec<String>) {
         )),
         Some(_) => {}
     }
-    if link["profileTypeId"] != rideshare::PROFILE_TYPE_ID {
+    if link["profileTypeId"] != rideshare::vocabulary::PROFILE_TYPE_ID {
         problems.push(format!(
             "tracesToProfiles.profileTypeId is {}, the service pushes {}",
             link["profileTypeId"],
-            rideshare::PROFILE_TYPE_ID
+            rideshare::vocabulary::PROFILE_TYPE_ID
         ));
     }
     check_traces_to_profiles_tags(link, problems);
@@ -313,12 +313,15 @@ struct Emitted {
 impl Emitted {
     fn by(stack: &Stack) -> Emitted {
         let service_name = stack.region_service_name();
-        let vehicles: Vec<&str> = rideshare::VEHICLES.iter().map(|(v, _)| *v).collect();
+        let vehicles: Vec<&str> = rideshare::vocabulary::VEHICLES
+            .iter()
+            .map(|(v, _)| *v)
+            .collect();
         let span_names: Vec<String> = vehicles.iter().map(|v| format!("GET /{v}")).collect();
         let series_labels = [
             PYROSCOPE_SERVICE_LABEL,
-            rideshare::REGION_LABEL,
-            rideshare::VEHICLE_LABEL,
+            rideshare::vocabulary::REGION_LABEL,
+            rideshare::vocabulary::VEHICLE_LABEL,
             tracing_span_profiles::SPAN_NAME_LABEL,
         ];
         Emitted {
@@ -333,9 +336,9 @@ impl Emitted {
     fn check_value(&self, label: &str, value: &str) -> Result<(), String> {
         let ok = if label == PYROSCOPE_SERVICE_LABEL {
             value == self.service_name
-        } else if label == rideshare::REGION_LABEL {
-            rideshare::REGIONS.contains(&value)
-        } else if label == rideshare::VEHICLE_LABEL {
+        } else if label == rideshare::vocabulary::REGION_LABEL {
+            rideshare::vocabulary::REGIONS.contains(&value)
+        } else if label == rideshare::vocabulary::VEHICLE_LABEL {
             self.vehicles.contains(&value)
         } else if label == tracing_span_profiles::SPAN_NAME_LABEL {
             self.span_names.iter().any(|s| s == value)
@@ -378,11 +381,11 @@ impl DashboardCheck {
     /// A Pyroscope query: the profile type the service pushes, a query type that fits the panel,
     /// a selector and grouping by the service's series labels.
     fn profile_query(&mut self, title: &str, kind: &str, t: &Value) {
-        if t["profileTypeId"] != rideshare::PROFILE_TYPE_ID {
+        if t["profileTypeId"] != rideshare::vocabulary::PROFILE_TYPE_ID {
             self.problems.push(format!(
                 "panel {title:?}: profileTypeId {} is not {}",
                 t["profileTypeId"],
-                rideshare::PROFILE_TYPE_ID
+                rideshare::vocabulary::PROFILE_TYPE_ID
             ));
         }
         let qt = t["queryType"].as_str().unwrap_or("");
@@ -483,7 +486,7 @@ impl DashboardCheck {
             } else if attr == "name" {
                 self.emitted.span_names.contains(value)
             } else if attr == "resource.cloud.region" {
-                rideshare::REGIONS.contains(&value.as_str())
+                rideshare::vocabulary::REGIONS.contains(&value.as_str())
             } else if *attr == profile_attr {
                 op == "!=" && value == "nil"
             } else {
@@ -501,7 +504,10 @@ impl DashboardCheck {
     /// What the dashboard is for: CPU over time by region and vehicle, a flame graph for each,
     /// and a table of traces to open a span's profile from.
     fn what_the_dashboard_is_for(&mut self) {
-        for label in [rideshare::REGION_LABEL, rideshare::VEHICLE_LABEL] {
+        for label in [
+            rideshare::vocabulary::REGION_LABEL,
+            rideshare::vocabulary::VEHICLE_LABEL,
+        ] {
             if !self.grouped_by.contains(label) {
                 self.problems
                     .push(format!("no CPU-over-time panel grouped by {label}"));
@@ -509,7 +515,7 @@ impl DashboardCheck {
         }
         let flame_vehicles = self
             .flamegraph_values
-            .get(rideshare::VEHICLE_LABEL)
+            .get(rideshare::vocabulary::VEHICLE_LABEL)
             .cloned()
             .unwrap_or_default();
         for v in &self.emitted.vehicles {
@@ -520,10 +526,10 @@ impl DashboardCheck {
         }
         let flame_regions = self
             .flamegraph_values
-            .get(rideshare::REGION_LABEL)
+            .get(rideshare::vocabulary::REGION_LABEL)
             .cloned()
             .unwrap_or_default();
-        for r in rideshare::REGIONS {
+        for r in rideshare::vocabulary::REGIONS {
             if !flame_regions.contains(r) {
                 self.problems
                     .push(format!("no flame graph for region {r:?}"));

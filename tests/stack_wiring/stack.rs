@@ -153,7 +153,12 @@ impl Stack {
         let names: BTreeSet<String> = self
             .with_role(Role::Region)
             .iter()
-            .map(|r| effective_service_name(&self.compose.env(r), rideshare::DEFAULT_SERVICE_NAME))
+            .map(|r| {
+                effective_service_name(
+                    &self.compose.env(r),
+                    rideshare::vocabulary::DEFAULT_SERVICE_NAME,
+                )
+            })
             .collect();
         assert!(
             !names.is_empty(),
@@ -204,10 +209,12 @@ fn the_stack_has_three_regions_a_load_generator_and_the_backends() {
         let env = stack.compose.env(svc);
         match env.get("REGION") {
             None => problems.push(format!("{svc}: REGION is not set")),
-            Some(r) if !rideshare::REGIONS.contains(&r.as_str()) => problems.push(format!(
-                "{svc}: REGION={r:?} is not one of {:?}",
-                rideshare::REGIONS
-            )),
+            Some(r) if !rideshare::vocabulary::REGIONS.contains(&r.as_str()) => {
+                problems.push(format!(
+                    "{svc}: REGION={r:?} is not one of {:?}",
+                    rideshare::vocabulary::REGIONS
+                ))
+            }
             Some(r) => {
                 if r != svc {
                     problems.push(format!(
@@ -220,7 +227,7 @@ fn the_stack_has_three_regions_a_load_generator_and_the_backends() {
             }
         }
     }
-    for r in rideshare::REGIONS {
+    for r in rideshare::vocabulary::REGIONS {
         if !seen.contains(r) {
             problems.push(format!("no service runs region {r:?}"));
         }
