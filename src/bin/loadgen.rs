@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use rideshare::config::LoadgenArgs;
 use rideshare::config::{ProfileMode, one_line};
-use rideshare::loadgen::{self, LoadgenArgs};
+use rideshare::loadgen;
 use rideshare::telemetry::{Telemetry, TelemetrySetup};
 
 fn main() -> ExitCode {

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -56,22 +55,12 @@ pub fn run_load(
     Ok(report)
 }
 
-/// What [`TelemetryArgs`] reads from the environment, and nothing else: the demo has no load
-/// generator flags to parse.
-#[derive(Parser)]
-#[command(name = "loadgen")]
-struct Environment {
-    #[command(flatten)]
-    telemetry: TelemetryArgs,
-}
-
 /// The environment's telemetry settings, as the standalone `loadgen` would read them (batching,
 /// timeouts and resource attributes still apply), but whatever the environment says, the
 /// client spans go to the capture, all of them.
 fn client_telemetry(receiver: &ReceiverHandle) -> Result<TelemetryArgs, String> {
-    let mut t = Environment::try_parse_from(["loadgen"])
-        .map_err(|e| format!("load generator: {}", crate::config::one_line(&e)))?
-        .telemetry;
+    let mut t = TelemetryArgs::from_env()
+        .map_err(|e| format!("load generator: {}", crate::config::one_line(&e)))?;
     t.otel_sdk_disabled = false;
     t.otlp_traces_protocol = Some(OtlpProtocol::HttpProtobuf);
     t.otlp_traces_endpoint = Some(

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-pub use args::LoadgenArgs;
 pub use plan::Plan;
 pub use stats::{Report, VehicleStats, render};
 

@@ -1,0 +1,160 @@
+//! Value parsers for the flags and variables: each accepts one form and says which when it
+//! refuses, so a bad setting is one clear line.
+
+use std::fmt;
+use std::time::Duration;
+
+use url::Url;
+
+/// A value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Parsed `OTEL_RESOURCE_ATTRIBUTES`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceAttributes(pub Vec<(String, String)>);
+
+pub(crate) fn parse_resource_attributes(s: &str) -> Result<ResourceAttributes, String> {
+    let mut out = Vec::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("expected key=value pairs separated by commas, got {pair:?}"))?;
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() {
+            return Err(format!("empty key in {pair:?}: expected key=value"));
+        }
+        let v = percent_decode(v)
+            .ok_or_else(|| format!("bad percent-encoding in the value of {k:?}"))?;
+        out.push((k.to_owned(), v));
+    }
+    Ok(ResourceAttributes(out))
+}
+
+/// The value decoded; `None` for a malformed escape (which the crate would pass through as is,
+/// hiding the mistake) or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
+    }
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|v| v.into_owned())
+}
+
+pub(crate) fn parse_non_empty(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+/// Region values are profile series labels and appear in URLs: keep them tame.
+pub(crate) fn parse_label_value(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-' or '_', e.g. eu-north".into())
+    }
+}
+
+pub(crate) fn parse_work_scale(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err("expected a number from 0 to 100, e.g. 1.0 or 0.01".into()),
+    }
+}
+
+pub(crate) fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("expected a ratio from 0.0 to 1.0, e.g. 0.25".into()),
+    }
+}
+
+pub(crate) fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// A duration such as `500ms`, `10s` or `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| "expected a duration such as 500ms, 10s or 2m".into())
+}
+
+/// Milliseconds as a whole number, the unit of the spec's `OTEL_BSP_*` and `*_TIMEOUT` variables.
+pub(crate) fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<u32>()
+        .map(|ms| Duration::from_millis(ms.into()))
+        .map_err(|_| "expected whole milliseconds from 0 to 4294967295, e.g. 5000".into())
+}
+
+pub(crate) fn parse_upload_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(300) {
+        return Err("expected a duration from 1s to 5m, e.g. 10s".into());
+    }
+    Ok(d)
+}
+
+/// An absolute http(s) URL with a host.
+pub fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim())
+        .map_err(|e| format!("not a URL ({e}): expected e.g. http://host:port"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(
+            "expected an http:// or https:// URL with a host, e.g. http://localhost:4040".into(),
+        );
+    }
+    Ok(url)
+}
