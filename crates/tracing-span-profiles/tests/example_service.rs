@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use telemetry_capture::Capture;
+use telemetry_capture::{Capture, CapturedProfile};
 use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
 
 #[allow(dead_code)]
@@ -65,7 +65,16 @@ async fn the_example_links_each_root_span_to_its_own_samples() {
         })
         .collect();
 
-    let profiles = capture.profiles();
+    assert_samples_link_to_their_spans(&capture.profiles(), &roots);
+    receiver.shutdown().await;
+}
+
+/// Every labelled sample names an exported root span, its name and its `plan`, and samples of
+/// many requests arrive, each under its own span.
+fn assert_samples_link_to_their_spans(
+    profiles: &[CapturedProfile],
+    roots: &HashMap<String, String>,
+) {
     assert!(
         !profiles.is_empty(),
         "the last profile is pushed at shutdown"
@@ -104,7 +113,6 @@ async fn the_example_links_each_root_span_to_its_own_samples() {
         labelled.len(),
         linked.len()
     );
-    receiver.shutdown().await;
 }
 
 /// A plain HTTP/1.1 GET over a `TcpStream`: the test needs no client crate for it.
