@@ -58,8 +58,7 @@
 //! sink switch only when the labels differ from the enclosing span's, which for the sampler is
 //! a few relaxed atomic loads and one store. Per sample: the stack unwind in the signal handler
 //! and a write into a preallocated ring; symbolization and encoding run on the collector and
-//! push threads, once per upload interval. `cargo bench` in this crate's repository measures
-//! each of these on your machine.
+//! push threads, once per upload interval.
 //!
 //! # Features
 //!

@@ -198,8 +198,8 @@ impl Symbolizer {
     /// keep the DWARF name; only `debug = "limited"` or more gives them their path.)
     ///
     /// Without `inlined_frames`, only the symbol table is read: one frame per real function, and
-    /// none of the DWARF that `backtrace` would parse and keep (well over 100 MB for this crate's
-    /// release binary with line tables).
+    /// none of the DWARF that `backtrace` would parse and keep (for a service's release binary
+    /// with line tables, often over 100 MB).
     fn symbolize(&mut self, ip: u64) -> Arc<[StackFrame]> {
         let inlined_frames = self.inlined_frames;
         self.symbols

@@ -3,9 +3,9 @@
 //! The stock pprof backend attaches labels through thread tags, and every tag change flushes and
 //! symbolizes the whole report under a global lock while the signal handler drops samples, which
 //! with a tag change at every poll of every instrumented future costs a busy service much of its
-//! throughput and of its samples. Here a label change is a store into a per-thread slot, and the SIGPROF handler
-//! copies that slot into each sample, so labels are exactly those in force when the CPU was
-//! interrupted, whatever task the worker thread happens to be polling.
+//! throughput and of its samples. Here a label change is a store into a per-thread slot, and the
+//! SIGPROF handler copies that slot into each sample, so labels are exactly those in force when
+//! the CPU was interrupted, whatever task the worker thread happens to be polling.
 //!
 //! The pieces, each documented in its module:
 //! - [`SampleLabels`] (the [`LabelSink`]) interns each label set once into a small id, memoized
