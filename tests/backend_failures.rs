@@ -543,15 +543,37 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
             "http://u:hunter2-do-not-print@",
             "PYROSCOPE_SERVER_ADDRESS",
         ),
+        ("OTEL_PROFILES_EXPORTER", "jaeger", "OTEL_PROFILES_EXPORTER"),
     ];
+    // With OTLP profiles on: their own endpoint, protocol and headers are checked at start too.
+    let otlp_cases: &[(&str, &str, &str)] = &[
+        (
+            "OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL",
+            "udp",
+            "OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT",
+            "not a url",
+            "OTLP profiles endpoint",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_PROFILES_HEADERS",
+            "novalue",
+            "OTEL_EXPORTER_OTLP_PROFILES_HEADERS",
+        ),
+    ];
+    let otlp_on = [("OTEL_PROFILES_EXPORTER", "otlp")];
+    let with_otlp = otlp_cases.iter().map(|c| (&otlp_on[..], c));
     let listen = unused_loopback_addr().to_string();
-    for (variable, value, named) in cases {
-        let env = [
+    for (extra, (variable, value, named)) in cases.iter().map(|c| (&[][..], c)).chain(with_otlp) {
+        let mut env = vec![
             ("RIDESHARE_LISTEN_ADDR", listen.as_str()),
             ("PYROSCOPE_BASIC_AUTH_PASSWORD", SECRET),
             ("PYROSCOPE_BASIC_AUTH_USER", "u"),
             (variable, value),
         ];
+        env.extend_from_slice(extra);
         // The password is set in every case (with a user, unless the case is about the user):
         // whatever goes wrong, it must not be echoed.
         let env: Vec<_> = env

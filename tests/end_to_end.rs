@@ -12,7 +12,7 @@ use rideshare::vocabulary::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
 use telemetry_capture::{
     Capture, CapturedProfile, CapturedSample, CapturedSpan, ReceiverHandle, SpanKind, Transport,
 };
-use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
+use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL};
 
 mod support;
 
@@ -225,6 +225,7 @@ fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfil
         roots.len()
     );
     let mut root_names: HashMap<&str, &str> = HashMap::new();
+    let mut root_traces: HashMap<&str, &str> = HashMap::new();
     for root in &roots {
         assert_eq!(
             root.attr_str(PROFILE_ID_ATTRIBUTE),
@@ -251,6 +252,7 @@ fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfil
             None => assert_eq!(root.name, "GET"),
         }
         root_names.insert(root.span_id.as_str(), root.name.as_str());
+        root_traces.insert(root.span_id.as_str(), root.trace_id.as_str());
     }
     for span in spans {
         if !roots.iter().any(|r| r.span_id == span.span_id) {
@@ -291,6 +293,17 @@ fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfil
         .map(|s| weight(s))
         .sum();
     assert!(with_span_cpu > 0, "{region}: samples carry span ids");
+    // The trace id beside each span id is that span's trace, in every sample that names a root.
+    for s in &with_span {
+        let span_id = s.label(SPAN_ID_LABEL).unwrap_or_default();
+        if let Some(trace_id) = root_traces.get(span_id) {
+            assert_eq!(
+                s.label(TRACE_ID_LABEL),
+                Some(*trace_id),
+                "{region}: sample under span {span_id}"
+            );
+        }
+    }
     assert!(
         ratio(matching, with_span_cpu) >= 0.99,
         "{region}: {matching} of {with_span_cpu} ns of span-labelled CPU name an exported local root"

@@ -114,7 +114,8 @@ pub enum SpanLabels {
 /// mechanism is read from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProfileMode {
-    /// No profiler: `PYROSCOPE_ENABLED=false`, or a process that profiles nothing (loadgen).
+    /// No profiler: `PYROSCOPE_ENABLED=false`, `OTEL_PROFILES_EXPORTER=none`, or a process that
+    /// profiles nothing (loadgen).
     Off,
     /// The sampler, samples without span labels (`RIDESHARE_PROFILE_LABELS=off`).
     Unlabelled,
@@ -127,7 +128,11 @@ pub enum ProfileMode {
 impl ServeArgs {
     /// The service's [`ProfileMode`].
     pub fn profile_mode(&self) -> ProfileMode {
-        match (self.telemetry.pyroscope_enabled, self.profile_labels) {
+        let exporting = !self.telemetry.profiles_exporter.none();
+        match (
+            self.telemetry.pyroscope_enabled && exporting,
+            self.profile_labels,
+        ) {
             (false, _) => ProfileMode::Off,
             (true, SpanLabels::Off) => ProfileMode::Unlabelled,
             (true, SpanLabels::AtSampleTime) => ProfileMode::AtSampleTime,

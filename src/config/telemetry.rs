@@ -10,8 +10,9 @@ use url::Url;
 use super::cli::{OtlpProtocol, TraceSampler};
 use super::redact::without_credentials;
 use super::values::{
-    ResourceAttributes, Secret, parse_bool, parse_http_url, parse_millis, parse_non_empty,
-    parse_ratio, parse_resource_attributes, parse_upload_interval,
+    ProfilesExporters, ResourceAttributes, Secret, parse_bool, parse_http_url, parse_millis,
+    parse_non_empty, parse_profiles_exporters, parse_ratio, parse_resource_attributes,
+    parse_upload_interval,
 };
 
 /// Traces and profiles: shared by the service and the load generator.
@@ -49,6 +50,14 @@ pub struct TelemetryArgs {
     /// Tenant sent as X-Scope-OrgID.
     #[arg(long, env = "PYROSCOPE_TENANT_ID", value_name = "PYROSCOPE_TENANT_ID", value_parser = parse_non_empty)]
     pub pyroscope_tenant_id: Option<String>,
+    /// Where profiles go: pyroscope (the push API), otlp (OTLP profiles, configured by the
+    /// OTEL_EXPORTER_OTLP_[PROFILES_]* variables), both comma-separated, or none.
+    #[arg(long, env = "OTEL_PROFILES_EXPORTER", value_name = "OTEL_PROFILES_EXPORTER", default_value = "pyroscope", value_parser = parse_profiles_exporters)]
+    pub profiles_exporter: ProfilesExporters,
+    /// Whether samples pushed to Pyroscope carry `trace_id` (Pyroscope before 2.1 turns it into a
+    /// series label: turn it off for those).
+    #[arg(long, env = "RIDESHARE_PROFILE_TRACE_ID", value_name = "RIDESHARE_PROFILE_TRACE_ID", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub profile_trace_id: bool,
     /// Disable traces.
     #[arg(long, env = "OTEL_SDK_DISABLED", value_name = "OTEL_SDK_DISABLED", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub otel_sdk_disabled: bool,

@@ -158,3 +158,40 @@ pub fn parse_http_url(s: &str) -> Result<Url, String> {
     }
     Ok(url)
 }
+
+/// Parsed `OTEL_PROFILES_EXPORTER`: which destinations get the profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfilesExporters {
+    /// Pyroscope's push API.
+    pub pyroscope: bool,
+    /// OTLP profiles.
+    pub otlp: bool,
+}
+
+impl ProfilesExporters {
+    /// No destination: nothing to profile for.
+    pub fn none(&self) -> bool {
+        !self.pyroscope && !self.otlp
+    }
+}
+
+/// `pyroscope`, `otlp`, both comma-separated, or `none`, as the other `OTEL_*_EXPORTER`
+/// variables take their lists.
+pub(crate) fn parse_profiles_exporters(s: &str) -> Result<ProfilesExporters, String> {
+    let mut exporters = ProfilesExporters {
+        pyroscope: false,
+        otlp: false,
+    };
+    let names: Vec<&str> = s.split(',').map(str::trim).collect();
+    if names == ["none"] {
+        return Ok(exporters);
+    }
+    for name in names {
+        match name {
+            "pyroscope" => exporters.pyroscope = true,
+            "otlp" => exporters.otlp = true,
+            _ => return Err("expected pyroscope, otlp, pyroscope,otlp or none".into()),
+        }
+    }
+    Ok(exporters)
+}

@@ -53,12 +53,20 @@ impl Telemetry {
     pub fn init(setup: TelemetrySetup<'_>) -> Result<Telemetry, String> {
         let filter = env_filter()?;
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let profile_resource: Vec<(String, String)> = setup
+            .resource
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
         let tracer_provider =
             traces::tracer_provider(setup.args, &setup.service_name, setup.resource)?;
         let (profiler, sink) = profiles::start(
             setup.args,
-            &setup.service_name,
-            &setup.profile_tags,
+            &profiles::Identity {
+                service_name: &setup.service_name,
+                tags: &setup.profile_tags,
+                resource: &profile_resource,
+            },
             setup.profile_mode,
         )?;
 

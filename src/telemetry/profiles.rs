@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracing_span_profiles::{LabelSink, NoLabels, PyroscopeConfig};
+use tracing_span_profiles::{LabelSink, NoLabels, OtlpProfilesConfig, ProfilerConfig};
 
 use crate::config::{ProfileMode, TelemetryArgs};
 
@@ -17,12 +17,17 @@ impl Profiler {
     /// Takes the last profile and pushes it, with what earlier pushes left behind, within
     /// `deadline`.
     pub fn shutdown(self, deadline: Duration) {
-        match self.profiler.shutdown(deadline) {
-            Some(totals) if totals.undelivered == 0 => {
-                tracing::info!(%totals, "profiles pushed, the last one included")
+        let Some(all) = self.profiler.shutdown(deadline) else {
+            tracing::warn!(?deadline, "the last profile push did not finish in time");
+            return;
+        };
+        for totals in all {
+            let destination = totals.destination;
+            if totals.undelivered == 0 {
+                tracing::info!(destination, %totals, "profiles pushed, the last one included")
+            } else {
+                tracing::warn!(destination, %totals, "profiles left undelivered at shutdown")
             }
-            Some(totals) => tracing::warn!(%totals, "profiles left undelivered at shutdown"),
-            None => tracing::warn!(?deadline, "the last profile push did not finish in time"),
         }
         if self.sampler {
             // What a benchmark or an operator needs to judge the labels: how many samples were
@@ -43,18 +48,24 @@ impl Profiler {
     }
 }
 
-/// Starts the profiler `mode` names, pushing as `service_name` with the static series labels
-/// `tags`, and returns the sink that labels its samples.
+/// What the profiles say they are: the service, its static series labels (e.g. `region`) and,
+/// for OTLP, the resource attributes the traces carry.
+pub struct Identity<'a> {
+    pub service_name: &'a str,
+    pub tags: &'a [(&'a str, &'a str)],
+    pub resource: &'a [(String, String)],
+}
+
+/// Starts the profiler `mode` names and returns the sink that labels its samples.
 pub fn start(
     args: &TelemetryArgs,
-    service_name: &str,
-    tags: &[(&str, &str)],
+    identity: &Identity<'_>,
     mode: ProfileMode,
 ) -> Result<(Option<Profiler>, Box<dyn LabelSink>), String> {
     if mode == ProfileMode::Off {
         return Ok((None, Box::new(NoLabels)));
     }
-    let profiler = pyroscope_config(args, service_name, tags, mode)
+    let profiler = profiler_config(args, identity, mode)?
         .start()
         .map_err(|e| e.to_string())?;
     let sink: Box<dyn LabelSink> = match mode {
@@ -65,17 +76,29 @@ pub fn start(
     Ok((Some(Profiler { profiler, sampler }), sink))
 }
 
-fn pyroscope_config(
+fn profiler_config(
     args: &TelemetryArgs,
-    service_name: &str,
-    tags: &[(&str, &str)],
+    identity: &Identity<'_>,
     mode: ProfileMode,
-) -> PyroscopeConfig {
-    let mut config = PyroscopeConfig::new(service_name)
+) -> Result<ProfilerConfig, String> {
+    let mut config = ProfilerConfig::new(identity.service_name)
         .with_server_address(args.pyroscope_server_address.as_str())
         .with_upload_interval(args.pyroscope_upload_interval)
-        .with_sample_rate(args.pyroscope_sample_rate);
-    for (key, value) in tags {
+        .with_sample_rate(args.pyroscope_sample_rate)
+        .with_pyroscope(args.profiles_exporter.pyroscope)
+        .with_trace_id_label(args.profile_trace_id);
+    if args.profiles_exporter.otlp {
+        // The OTLP profiles settings come from the environment, as the exporter spec names them.
+        let otlp = OtlpProfilesConfig::from_env().map_err(|e| e.to_string())?;
+        let otlp = args
+            .resource_attributes
+            .0
+            .iter()
+            .chain(identity.resource)
+            .fold(otlp, |otlp, (k, v)| otlp.with_resource_attribute(k, v));
+        config = config.with_otlp(otlp);
+    }
+    for (key, value) in identity.tags {
         config = config.with_tag(*key, *value);
     }
     let user = args.pyroscope_basic_auth_user.as_ref();
@@ -88,5 +111,5 @@ fn pyroscope_config(
     if mode == ProfileMode::ThreadTags {
         config = config.with_thread_tags();
     }
-    config
+    Ok(config)
 }

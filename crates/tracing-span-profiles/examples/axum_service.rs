@@ -40,7 +40,7 @@ pub async fn serve(
     let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .build();
-    let profiler = tracing_span_profiles::PyroscopeConfig::from_env()?.start()?;
+    let profiler = tracing_span_profiles::ProfilerConfig::from_env()?.start()?;
     tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("axum_service")))
         .with(profiler.layer().with_label_field("plan"))

@@ -17,15 +17,15 @@ const UPLOAD_INTERVALS: std::ops::RangeInclusive<Duration> =
 
 /// Where profiles go, under which name, and how often the CPU is sampled.
 ///
-/// Build it in code, or read it from the environment with [`PyroscopeConfig::from_env`], then
-/// [`start`](PyroscopeConfig::start) it.
+/// Build it in code, or read it from the environment with [`ProfilerConfig::from_env`], then
+/// [`start`](ProfilerConfig::start) it.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), tracing_span_profiles::Error> {
 /// use std::time::Duration;
-/// use tracing_span_profiles::PyroscopeConfig;
+/// use tracing_span_profiles::ProfilerConfig;
 ///
-/// let profiler = PyroscopeConfig::new("checkout")
+/// let profiler = ProfilerConfig::new("checkout")
 ///     .with_server_address("https://profiles-prod-001.grafana.net")
 ///     .with_basic_auth("123456", "glc_token")
 ///     .with_tag("region", "eu-north")
@@ -34,7 +34,7 @@ const UPLOAD_INTERVALS: std::ops::RangeInclusive<Duration> =
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct PyroscopeConfig {
+pub struct ProfilerConfig {
     pub(crate) enabled: bool,
     pub(crate) server_address: String,
     pub(crate) application_name: String,
@@ -43,16 +43,20 @@ pub struct PyroscopeConfig {
     pub(crate) tenant_id: Option<String>,
     pub(crate) upload_interval: Duration,
     pub(crate) sample_rate: u32,
+    pub(crate) to_pyroscope: bool,
+    #[cfg(feature = "otlp")]
+    pub(crate) otlp: Option<crate::OtlpProfilesConfig>,
+    pub(crate) trace_id_label: bool,
     #[cfg(feature = "thread-tags")]
     pub(crate) thread_tags: bool,
 }
 
-impl PyroscopeConfig {
+impl ProfilerConfig {
     /// Profiles of `application_name` (Pyroscope's `service_name`; give it the trace resource's
     /// `service.name` so Grafana finds a span's profile), pushed to `http://localhost:4040` every
     /// 10 s, sampled at 100 Hz.
     pub fn new(application_name: impl Into<String>) -> Self {
-        PyroscopeConfig {
+        ProfilerConfig {
             enabled: true,
             server_address: "http://localhost:4040".into(),
             application_name: application_name.into(),
@@ -61,6 +65,10 @@ impl PyroscopeConfig {
             tenant_id: None,
             upload_interval: Duration::from_secs(10),
             sample_rate: 100,
+            to_pyroscope: true,
+            #[cfg(feature = "otlp")]
+            otlp: None,
+            trace_id_label: true,
             #[cfg(feature = "thread-tags")]
             thread_tags: false,
         }
@@ -78,6 +86,7 @@ impl PyroscopeConfig {
     /// | `PYROSCOPE_UPLOAD_INTERVAL` | `1s` to `5m`, e.g. `10s` |
     /// | `PYROSCOPE_SAMPLE_RATE` | samples per second of CPU, 1 to 1000 |
     /// | `PYROSCOPE_ENABLED` | `false` starts a profiler that samples and pushes nothing |
+    /// | `OTEL_PROFILES_EXPORTER` | where profiles go: `pyroscope` (the push API, the default), `otlp` (feature `otlp`, configured by [`OtlpProfilesConfig::from_env`](crate::OtlpProfilesConfig::from_env)), both comma-separated, or `none` |
     ///
     /// A malformed value is an error that names the variable; nothing is validated further until
     /// [`start`](Self::start).
@@ -89,7 +98,7 @@ impl PyroscopeConfig {
         let name = var("OTEL_SERVICE_NAME")
             .or_else(|| var("PYROSCOPE_APPLICATION_NAME"))
             .unwrap_or_else(|| "unknown_service".into());
-        let mut config = PyroscopeConfig::new(name.trim());
+        let mut config = ProfilerConfig::new(name.trim());
         if let Some(v) = var("PYROSCOPE_ENABLED") {
             config.enabled = parse_bool(&v).ok_or_else(|| {
                 Error::new(format!("PYROSCOPE_ENABLED={v:?}: expected true or false"))
@@ -114,6 +123,9 @@ impl PyroscopeConfig {
                 ))
             })?;
         }
+        if let Some(v) = var("OTEL_PROFILES_EXPORTER") {
+            config = config.with_exporters_from(&v, &var)?;
+        }
         if let Some(v) = var("PYROSCOPE_SAMPLE_RATE") {
             config.sample_rate = v.trim().parse().map_err(|_| {
                 Error::new(format!(
@@ -122,6 +134,64 @@ impl PyroscopeConfig {
             })?;
         }
         Ok(config)
+    }
+
+    /// `OTEL_PROFILES_EXPORTER`'s list: which destinations get the profiles.
+    fn with_exporters_from(
+        mut self,
+        list: &str,
+        var: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let bad = |what: &str| {
+            Error::new(format!(
+                "OTEL_PROFILES_EXPORTER={list:?}: {what}; expected pyroscope, otlp, \
+                 pyroscope,otlp or none"
+            ))
+        };
+        let names: Vec<&str> = list.split(',').map(str::trim).collect();
+        if names == ["none"] {
+            self.enabled = false;
+            return Ok(self);
+        }
+        self.to_pyroscope = false;
+        for name in names {
+            match name {
+                "pyroscope" => self.to_pyroscope = true,
+                #[cfg(feature = "otlp")]
+                "otlp" => {
+                    let otlp = crate::OtlpProfilesConfig::from_lookup(&|n: &str| var(n))?;
+                    self.otlp = Some(otlp);
+                }
+                #[cfg(not(feature = "otlp"))]
+                "otlp" => return Err(bad("this build has no otlp feature")),
+                other => return Err(bad(&format!("unknown exporter {other:?}"))),
+            }
+        }
+        let _ = var;
+        Ok(self)
+    }
+
+    /// Whether profiles go to Pyroscope's push API (default: yes).
+    pub fn with_pyroscope(mut self, on: bool) -> Self {
+        self.to_pyroscope = on;
+        self
+    }
+
+    /// Also (or, with [`with_pyroscope`](Self::with_pyroscope)`(false)`, only) export the
+    /// profiles as OTLP profiles, each sample linked to its span. The destinations are
+    /// independent: one that is down never delays or drops the other's profiles.
+    #[cfg(feature = "otlp")]
+    pub fn with_otlp(mut self, otlp: crate::OtlpProfilesConfig) -> Self {
+        self.otlp = Some(otlp);
+        self
+    }
+
+    /// Whether samples pushed to Pyroscope keep their `trace_id` label (default: yes).
+    /// Pyroscope before 2.1 turns `trace_id` into a series label, one series per trace: leave it
+    /// off for those. OTLP profiles always carry the trace id, in the sample's link.
+    pub fn with_trace_id_label(mut self, on: bool) -> Self {
+        self.trace_id_label = on;
+        self
     }
 
     /// The Pyroscope server's base URL, e.g. `http://pyroscope:4040`; the push path is appended.
@@ -216,9 +286,9 @@ impl PyroscopeConfig {
     }
 }
 
-impl fmt::Debug for PyroscopeConfig {
+impl fmt::Debug for ProfilerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PyroscopeConfig")
+        f.debug_struct("ProfilerConfig")
             .field("enabled", &self.enabled)
             .field("server_address", &redact(&self.server_address))
             .field("application_name", &self.application_name)
@@ -284,8 +354,8 @@ impl std::error::Error for Error {}
 mod tests {
     use super::*;
 
-    fn from(vars: &[(&str, &str)]) -> Result<PyroscopeConfig, Error> {
-        PyroscopeConfig::from_lookup(|name| {
+    fn from(vars: &[(&str, &str)]) -> Result<ProfilerConfig, Error> {
+        ProfilerConfig::from_lookup(|name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| (*v).to_owned())
@@ -361,7 +431,7 @@ mod tests {
             let err = c.server_url().unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{err}");
         }
-        let c = PyroscopeConfig::new("s")
+        let c = ProfilerConfig::new("s")
             .with_server_address("https://u:hunter2@h.example")
             .with_basic_auth("u", "hunter2");
         assert!(!format!("{c:?}").contains("hunter2"));

@@ -10,6 +10,9 @@ use std::sync::atomic::AtomicU64;
 /// Pyroscope keeps this per sample instead of turning it into a series label, and Grafana asks for
 /// exactly this key when it opens "Profiles for this span".
 pub const SPAN_ID_LABEL: &str = "span_id";
+/// Label key of the local root's OTel trace id (32 lowercase hex characters), so a profile query
+/// can select the CPU of a whole trace, not only of one local root.
+pub const TRACE_ID_LABEL: &str = "trace_id";
 /// Label key of the local root's span name.
 pub const SPAN_NAME_LABEL: &str = "span_name";
 /// The OTel span attribute that makes Grafana offer "Profiles for this span".

@@ -19,7 +19,9 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use super::labels::{LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL};
+use super::labels::{
+    LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL,
+};
 
 /// Longest label value kept; longer values are cut so a stray field cannot blow up a profile.
 const MAX_VALUE_LEN: usize = 128;
@@ -29,6 +31,7 @@ const MAX_VALUE_LEN: usize = 128;
 struct Options {
     fields: Vec<&'static str>,
     span_name: bool,
+    trace_id: bool,
     root_only: bool,
 }
 
@@ -37,6 +40,7 @@ impl Default for Options {
         Options {
             fields: Vec::new(),
             span_name: true,
+            trace_id: true,
             root_only: true,
         }
     }
@@ -126,6 +130,13 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         self
     }
 
+    /// Whether samples also carry `trace_id`, the labelled span's trace id, so Pyroscope can
+    /// select a whole trace's CPU. Default: on.
+    pub fn with_trace_id(mut self, on: bool) -> Self {
+        self.options.trace_id = on;
+        self
+    }
+
     /// `true` (default): only local roots get `pyroscope.profile.id`, and their children's
     /// samples carry the root's id, as the Go and Python integrations do. `false`: every sampled
     /// span gets its own id, so each span links to exactly its own samples (more entries in
@@ -151,7 +162,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         let gets_id = !self.options.root_only || span.parent().is_none();
         // Asking tracing-opentelemetry for the context takes the span's extensions itself: hold
         // none of ours meanwhile.
-        let span_id = if gets_id {
+        let ids = if gets_id {
             self.link_to_otel_span(&span.id())
         } else {
             None
@@ -160,12 +171,15 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         let mut extensions = span.extensions_mut();
         let state = extensions.get_mut::<SpanLabels>();
         let own_fields = state.as_ref().is_some_and(|s| !s.fields.is_empty());
-        let resolved = if span_id.is_none() && !own_fields {
+        let resolved = if ids.is_none() && !own_fields {
             parent
         } else {
             let mut set = parent.as_deref().cloned().unwrap_or_default();
-            if let Some(id) = span_id {
-                set.insert(SPAN_ID_LABEL, id);
+            if let Some((span_id, trace_id)) = ids {
+                set.insert(SPAN_ID_LABEL, span_id);
+                if self.options.trace_id {
+                    set.insert(TRACE_ID_LABEL, trace_id);
+                }
                 if self.options.span_name {
                     let name = state.as_ref().and_then(|s| s.otel_name.clone());
                     set.insert(
@@ -191,9 +205,9 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         resolved
     }
 
-    /// Marks the span's OTel span with `pyroscope.profile.id` and returns the id, if the span is
-    /// sampled. The OTel span is started here if it was not yet.
-    fn link_to_otel_span(&self, id: &span::Id) -> Option<String> {
+    /// Marks the span's OTel span with `pyroscope.profile.id` and returns its span and trace ids,
+    /// if the span is sampled. The OTel span is started here if it was not yet.
+    fn link_to_otel_span(&self, id: &span::Id) -> Option<(String, String)> {
         let cx = tracing::dispatcher::get_default(|dispatch: &Dispatch| {
             tracing_opentelemetry::get_otel_context(id, dispatch)
         })?;
@@ -204,7 +218,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         }
         let hex = span_context.span_id().to_string();
         span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex.clone()));
-        Some(hex)
+        Some((hex, span_context.trace_id().to_string()))
     }
 
     fn record_fields(&self, state: &mut SpanLabels, record: impl FnOnce(&mut dyn Visit)) {

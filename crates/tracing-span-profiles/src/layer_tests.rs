@@ -162,6 +162,24 @@ fn sampled_local_root_gets_profile_id_equal_to_its_span_id() {
     assert_eq!(seen[1].get(SPAN_ID_LABEL), Some(root_id.as_str()));
     assert_eq!(seen[1].get(SPAN_NAME_LABEL), Some("GET /car"));
     assert_eq!(seen[1].get("vehicle"), Some("car"));
+    let trace_id = root.span_context.trace_id().to_string();
+    assert_eq!(trace_id.len(), 32);
+    assert_eq!(seen[0].get(TRACE_ID_LABEL), Some(trace_id.as_str()));
+    assert_eq!(seen[1].get(TRACE_ID_LABEL), Some(trace_id.as_str()));
+}
+
+#[test]
+fn trace_id_can_be_left_off() {
+    let (provider, _exporter) = otel(Sampler::AlwaysOn);
+    let mirror = Mirror::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        .with(layer(&mirror).with_trace_id(false));
+    tracing::subscriber::with_default(subscriber, || {
+        let _root = tracing::info_span!("GET /car").entered();
+        assert!(mirror.label(SPAN_ID_LABEL).is_some());
+        assert_eq!(mirror.label(TRACE_ID_LABEL), None);
+    });
 }
 
 #[test]
@@ -179,13 +197,14 @@ fn remote_parent_still_makes_a_local_root() {
         true,
         TraceState::default(),
     );
-    let mut label = None;
+    let (mut label, mut trace_label) = (None, None);
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("GET /bike");
         span.set_parent(OtelContext::new().with_remote_span_context(remote))
             .unwrap();
         let _e = span.entered();
         label = mirror.label(SPAN_ID_LABEL);
+        trace_label = mirror.label(TRACE_ID_LABEL);
     });
     let spans = finished(&provider, &exporter);
     assert_eq!(spans.len(), 1, "sampled because the remote parent was");
@@ -197,6 +216,11 @@ fn remote_parent_still_makes_a_local_root() {
         Some(id.as_str())
     );
     assert_eq!(label.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        trace_label.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the remote parent's trace"
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@
 //!
 //! # let tracer = opentelemetry::trace::noop::NoopTracer::new();
 //! // PYROSCOPE_SERVER_ADDRESS, PYROSCOPE_APPLICATION_NAME (or OTEL_SERVICE_NAME), ...
-//! let profiler = tracing_span_profiles::PyroscopeConfig::from_env()?.start()?;
+//! let profiler = tracing_span_profiles::ProfilerConfig::from_env()?.start()?;
 //! tracing_subscriber::registry()
 //!     .with(tracing_opentelemetry::layer().with_tracer(tracer)) // owns the span ids: add it first
 //!     .with(profiler.layer().with_label_field("vehicle"))
@@ -42,7 +42,8 @@
 //! - Every sampled **local root** (a span with no parent span in this process; a parent taken
 //!   from a `traceparent` header counts as remote) gets `pyroscope.profile.id` = its own span id.
 //!   While it or any of its children is entered on a thread, that thread's samples carry
-//!   `span_id` and `span_name` of the root. With [`SpanProfileLayer::with_root_only`]`(false)`
+//!   `span_id`, `trace_id` ([`TRACE_ID_LABEL`], 32 lowercase hex characters) and `span_name` of
+//!   the root; [`SpanProfileLayer::with_trace_id`]`(false)` leaves `trace_id` off. With [`SpanProfileLayer::with_root_only`]`(false)`
 //!   every sampled span gets its own id instead.
 //! - Fields named with [`SpanProfileLayer::with_label_field`] become labels too, inherited by
 //!   child spans. Pyroscope turns such labels into series labels: name only fields whose values
@@ -63,9 +64,11 @@
 //! # Features
 //!
 //! - `sampler` (default): the at-sample-time CPU sampler, [`sampler`].
-//! - `push` (default): [`Profiler`] and [`PyroscopeConfig`], the bounded Pyroscope pusher.
+//! - `push` (default): [`Profiler`] and [`ProfilerConfig`], the bounded Pyroscope pusher.
+//! - `otlp`: [`OtlpProfilesConfig`], the same profiles exported as OpenTelemetry profiles
+//!   (OTLP/HTTP or gRPC), each sample linked to its span and trace through `link_index`.
 //! - `thread-tags`: [`ThreadTagSink`], labels through the stock `pyroscope` pprof backend's thread
-//!   tags, and [`PyroscopeConfig::with_thread_tags`]. Every tag change makes that backend flush
+//!   tags, and [`ProfilerConfig::with_thread_tags`]. Every tag change makes that backend flush
 //!   its report under a global lock, losing samples meanwhile: kept for comparison runs.
 //!
 //! Without features the crate is the layer and the [`LabelSink`] interface, for a profiler of
@@ -83,6 +86,8 @@ compile_error!("the `push` feature needs a profiler: enable `sampler` or `thread
 mod config;
 mod labels;
 mod layer;
+#[cfg(feature = "otlp")]
+mod otlp;
 #[cfg(feature = "push")]
 mod profiler;
 #[cfg(feature = "push")]
@@ -93,11 +98,14 @@ pub mod sampler;
 mod thread_tags;
 
 #[cfg(feature = "push")]
-pub use config::{Error, PyroscopeConfig};
+pub use config::{Error, ProfilerConfig};
 pub use labels::{
     LabelSet, LabelSink, NoLabels, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL,
+    TRACE_ID_LABEL,
 };
 pub use layer::SpanProfileLayer;
+#[cfg(feature = "otlp")]
+pub use otlp::{OtlpProfilesConfig, OtlpProtocol};
 #[cfg(feature = "push")]
 pub use profiler::{Profiler, ProfilerLabels};
 #[cfg(feature = "push")]

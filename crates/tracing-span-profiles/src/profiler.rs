@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use pyroscope::backend::{BackendImpl, BackendReady, BackendUninitialized};
 
-use crate::config::{Error, PyroscopeConfig};
+use crate::config::{Error, ProfilerConfig};
 use crate::labels::{LabelSet, LabelSink};
 use crate::layer::SpanProfileLayer;
-use crate::push::{ProfilePusher, PushTarget, PushTotals};
+use crate::push::{Destination, ProfilePusher, PushTarget, PushTotals, Schedule, USER_AGENT};
 
-/// A CPU profiler pushing to Pyroscope; made by [`PyroscopeConfig::start`].
+/// A CPU profiler pushing to Pyroscope; made by [`ProfilerConfig::start`].
 ///
 /// Profiles leave on a thread of their own (`profile-push`) every upload interval; a push that
 /// fails keeps its profile in a backlog of [`MAX_BACKLOG_PROFILES`](crate::MAX_BACKLOG_PROFILES)
@@ -62,17 +62,18 @@ impl Profiler {
         }
     }
 
-    /// Stops sampling and pushes the last profile, then what earlier pushes left behind, all
-    /// within `deadline` (a push still hanging then is abandoned). Blocking: call it off the
-    /// async workers. Returns the run's totals, or `None` if the deadline passed first or the
-    /// profiler was disabled.
-    pub fn shutdown(self, deadline: Duration) -> Option<PushTotals> {
+    /// Stops sampling and sends the last profile, then what earlier sends left behind, to every
+    /// destination within `deadline` (a send still hanging then is abandoned). Blocking: call it
+    /// off the async workers. Returns each destination's totals (see
+    /// [`PushTotals::destination`]), or `None` if the deadline passed first or the profiler was
+    /// disabled.
+    pub fn shutdown(self, deadline: Duration) -> Option<Vec<PushTotals>> {
         let (pusher, _) = self.running?;
         pusher.shutdown(deadline)
     }
 }
 
-impl PyroscopeConfig {
+impl ProfilerConfig {
     /// Starts sampling the process's CPU and pushing profiles.
     ///
     /// Fails if the configuration is out of range, or if the profiler cannot start: another
@@ -81,7 +82,12 @@ impl PyroscopeConfig {
     pub fn start(self) -> Result<Profiler, Error> {
         let server = self.server_url()?;
         self.check()?;
-        if !self.enabled {
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| Error::new(format!("cannot build the HTTP client: {e}")))?;
+        let destinations = self.destinations(server, &client)?;
+        if !self.enabled || destinations.is_empty() {
             return Ok(Profiler { running: None });
         }
         let (backend, labels) = self.backend();
@@ -89,20 +95,48 @@ impl PyroscopeConfig {
             .initialize()
             .map_err(|e| Error::new(format!("cannot start the profiler: {e}")))?;
         let labels = labels.unwrap_or_else(|| thread_tag_labels(&backend));
-        let mut series = vec![("service_name".to_owned(), self.application_name)];
-        series.extend(self.tags);
-        let target = PushTarget {
-            server,
-            labels: series,
-            basic_auth: self.basic_auth,
-            tenant_id: self.tenant_id,
+        let schedule = Schedule {
             upload_interval: self.upload_interval,
             sample_rate: self.sample_rate,
         };
-        let pusher = ProfilePusher::start(backend, target).map_err(Error::new)?;
+        let pusher = ProfilePusher::start(backend, destinations, schedule).map_err(Error::new)?;
         Ok(Profiler {
             running: Some((pusher, labels)),
         })
+    }
+
+    /// Where the profiles go, each checked: Pyroscope's push API first, then OTLP.
+    fn destinations(
+        &self,
+        server: url::Url,
+        client: &reqwest::Client,
+    ) -> Result<Vec<Destination>, Error> {
+        let mut destinations = Vec::new();
+        if self.to_pyroscope {
+            let mut series = vec![("service_name".to_owned(), self.application_name.clone())];
+            series.extend(self.tags.iter().cloned());
+            let target = PushTarget {
+                server,
+                labels: series,
+                basic_auth: self.basic_auth.clone(),
+                tenant_id: self.tenant_id.clone(),
+                trace_id_label: self.trace_id_label,
+            };
+            destinations.push(Destination::pyroscope(target, client.clone()));
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(otlp) = &self.otlp {
+            let exporter = crate::otlp::Exporter::new(otlp, client.clone()).map_err(Error::new)?;
+            // The static tags are resource attributes too, so series split the same both ways.
+            let mut resource = self.tags.clone();
+            resource.extend(otlp.resource.iter().cloned());
+            destinations.push(Destination::Otlp {
+                exporter,
+                service_name: self.application_name.clone(),
+                resource,
+            });
+        }
+        Ok(destinations)
     }
 
     /// The backend to sample with and, unless it needs the running backend, its sink.

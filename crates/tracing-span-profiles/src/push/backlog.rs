@@ -16,6 +16,8 @@ pub(crate) const MAX_BACKLOG_BYTES: usize = 8 << 20;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PushTotals {
+    /// Where the profiles went: `pyroscope` or `otlp`.
+    pub destination: &'static str,
     /// Profiles the server accepted.
     pub pushed: u64,
     /// Failed attempts (each kept its profile for the next tick).

@@ -1,34 +1,20 @@
 //! The push request the Pyroscope SDKs send: a gzipped `PushRequest` holding one pprof profile.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
 use prost::Message;
-use pyroscope::backend::{ReportBatch, ReportData};
+use pyroscope::encode::r#gen::google::Profile;
 use pyroscope::encode::r#gen::push::{PushRequest, RawProfileSeries, RawSample};
 use pyroscope::encode::r#gen::types::LabelPair;
 
 use super::target::PushTarget;
 
-/// One report period's profile, from `from` to `until`, as a push body.
-pub(crate) fn encode(
+/// `profile` as a push body for `target`'s series.
+pub(crate) fn push_body(
     target: &PushTarget,
-    batch: ReportBatch,
-    from: SystemTime,
-    until: SystemTime,
+    profile: &Profile,
+    profile_type: &str,
 ) -> Option<Bytes> {
-    let nanos = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let raw_profile = match batch.data {
-        ReportData::Reports(reports) => pyroscope::encode::pprof::encode(
-            &reports,
-            target.sample_rate,
-            nanos(from),
-            nanos(until).saturating_sub(nanos(from)),
-        )
-        .encode_to_vec(),
-        ReportData::RawPprof(bytes) => bytes,
-    };
-    let mut labels = vec![label("__name__", &batch.profile_type)];
+    let mut labels = vec![label("__name__", profile_type)];
     labels.extend(target.labels.iter().map(|(k, v)| label(k, v)));
     labels.push(label("otel.scope.name", "com.grafana.pyroscope/rust"));
     labels.push(label("process.runtime.name", "rust"));
@@ -36,7 +22,7 @@ pub(crate) fn encode(
         series: vec![RawProfileSeries {
             labels,
             samples: vec![RawSample {
-                raw_profile,
+                raw_profile: profile.encode_to_vec(),
                 id: uuid::Uuid::new_v4().to_string(),
             }],
         }],

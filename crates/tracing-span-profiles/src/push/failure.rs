@@ -32,9 +32,20 @@ impl Failure {
         }
     }
 
-    /// A non-2xx answer: a 4xx other than 401, 403, 408 and 429 is the profile's fault and
-    /// dropped; anything else is the server's, and retried.
+    /// A non-2xx answer from Pyroscope: a 4xx other than 401, 403, 408 and 429 is the profile's
+    /// fault and dropped; anything else is the server's, and retried.
     pub(crate) fn from_status(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
+        let retryable = !(400..500).contains(&status) || [401, 403, 408, 429].contains(&status);
+        Self::from_status_with(status, body, retry_after, retryable)
+    }
+
+    /// A non-2xx answer, retried or dropped as `retryable` says.
+    pub(crate) fn from_status_with(
+        status: u16,
+        body: &str,
+        retry_after: Option<Duration>,
+        retryable: bool,
+    ) -> Outcome {
         let mut cause = format!("HTTP {status}: {}", first_line(body, 200));
         if let Some(wait) = retry_after {
             cause.push_str(&format!(" (retry after {}s)", wait.as_secs()));
@@ -43,10 +54,10 @@ impl Failure {
             retry_after,
             ..Failure::new(status.to_string(), cause)
         };
-        if (400..500).contains(&status) && ![401, 403, 408, 429].contains(&status) {
-            Outcome::Rejected(failure)
-        } else {
+        if retryable {
             Outcome::Retry(failure)
+        } else {
+            Outcome::Rejected(failure)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Pushes CPU profiles to Pyroscope, one at a time, on its own thread.
+//! Pushes CPU profiles to Pyroscope (and, with the `otlp` feature, to an OTLP endpoint) from a
+//! thread of its own.
 //!
 //! The `pyroscope` crate's agent pushes with a fixed 10 s timeout behind a queue of ten sessions
 //! and drops a push that fails, so a stalled server delays the first profile after it recovers by
@@ -7,77 +8,83 @@
 //! profiles that failed wait in a small backlog that drops the oldest when full (counted), and
 //! the backlog is delivered oldest first once the server answers again. A `Retry-After` on a
 //! failed push (a rate limit, a proxy in maintenance) is honoured: no push until then, while the
-//! backlog keeps the newest profiles. The profiles themselves are the crate's: its backend's
-//! report, its pprof encoding, its push protocol.
+//! backlog keeps the newest profiles. Each destination has its own backlog and task
+//! (`courier`), so one that is down never holds up another. The profiles themselves are the
+//! `pyroscope` crate's: its backend's report and its pprof encoding, sent as its push protocol
+//! or converted to OTLP.
 
 mod backlog;
+mod courier;
+pub(crate) mod destination;
 mod encode;
-mod failure;
+pub(crate) mod failure;
 mod target;
 
-use std::collections::HashMap;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use pyroscope::backend::{BackendImpl, BackendReady};
-use tokio::sync::oneshot;
-use url::Url;
+use prost::Message;
+use pyroscope::backend::{BackendImpl, BackendReady, ReportData};
+use pyroscope::encode::r#gen::google::Profile;
+use tokio::sync::{oneshot, watch};
 
-use backlog::Backlog;
 pub use backlog::{MAX_BACKLOG_PROFILES, PushTotals};
-use encode::encode;
-use failure::{Failure, Outcome, error_chain, parse_retry_after};
+use courier::Mailbox;
+pub(crate) use destination::Destination;
 pub(crate) use target::{PushTarget, Secret};
 
-/// At most one warning per kind of failure per this long.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The User-Agent of every push and export.
+pub(crate) const USER_AGENT: &str = concat!(
+    env!("CARGO_PKG_NAME"),
+    "/",
+    env!("CARGO_PKG_VERSION"),
+    " pyroscope-rs"
+);
 
-/// The push thread; [`ProfilePusher::shutdown`] pushes the last profile.
+/// The push thread; [`ProfilePusher::shutdown`] sends the last profile.
 pub(crate) struct ProfilePusher {
     stop: Option<oneshot::Sender<Instant>>,
-    finished: mpsc::Receiver<PushTotals>,
+    finished: mpsc::Receiver<Vec<PushTotals>>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// How often, and at what sample rate, the backend's reports are taken.
+#[derive(Clone, Copy)]
+pub(crate) struct Schedule {
+    pub(crate) upload_interval: Duration,
+    pub(crate) sample_rate: u32,
+}
+
+impl Schedule {
+    /// Short enough that a stalled push ends before the next tick is due.
+    fn push_timeout(&self) -> Duration {
+        (self.upload_interval * 3 / 4).min(Duration::from_secs(10))
+    }
+}
+
 impl ProfilePusher {
-    /// Starts pushing what `backend` reports, every upload interval.
+    /// Starts sending what `backend` reports to every destination, every upload interval.
     pub(crate) fn start(
         backend: BackendImpl<BackendReady>,
-        target: PushTarget,
+        destinations: Vec<Destination>,
+        schedule: Schedule,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION"),
-                " pyroscope-rs"
-            ))
-            .build()
-            .map_err(|e| format!("cannot build the Pyroscope HTTP client: {e}"))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the profile push thread: {e}"))?;
         let (stop_tx, stop_rx) = oneshot::channel();
         let (finished_tx, finished) = mpsc::channel();
-        let pusher = Pusher {
+        let ticker = Ticker {
             backend,
-            client,
-            url: target.push_url(),
-            shown_url: target.shown_server(),
-            target,
-            backlog: Backlog::default(),
+            schedule,
             window_start: SystemTime::now(),
-            warned: HashMap::new(),
-            failing: false,
-            hold_until: None,
         };
         let thread = std::thread::Builder::new()
             .name("profile-push".into())
             .spawn(move || {
-                let totals = runtime.block_on(pusher.run(stop_rx));
+                let totals = runtime.block_on(ticker.run(destinations, stop_rx));
                 let _ = finished_tx.send(totals);
             })
             .map_err(|e| format!("cannot start the profile push thread: {e}"))?;
@@ -88,15 +95,15 @@ impl ProfilePusher {
         })
     }
 
-    /// Takes the last profile and pushes it with the backlog, all within `deadline`; a push in
-    /// flight is abandoned (its profile goes out with the rest). Returns the run's totals, or
-    /// `None` if the deadline passed first.
-    pub(crate) fn shutdown(mut self, deadline: Duration) -> Option<PushTotals> {
+    /// Takes the last profile and sends it with the backlogs, all within `deadline`; a send in
+    /// flight is abandoned (its profile goes out with the rest). Returns each destination's
+    /// totals, in the order they were given, or `None` if the deadline passed first.
+    pub(crate) fn shutdown(mut self, deadline: Duration) -> Option<Vec<PushTotals>> {
         let until = Instant::now() + deadline;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(until);
         }
-        // A little past the deadline: the thread stops its own pushes at it.
+        // A little past the deadline: the couriers stop their own sends at it.
         let totals = self
             .finished
             .recv_timeout(deadline + Duration::from_millis(250))
@@ -110,178 +117,100 @@ impl ProfilePusher {
     }
 }
 
-struct Pusher {
+/// Takes a report every upload interval and hands it, encoded, to every destination.
+struct Ticker {
     backend: BackendImpl<BackendReady>,
-    client: reqwest::Client,
-    target: PushTarget,
-    url: Url,
-    /// The server URL without credentials, for messages.
-    shown_url: String,
-    backlog: Backlog,
+    schedule: Schedule,
     /// Start of the time range the next report covers.
     window_start: SystemTime,
-    /// When each kind of failure was last warned about.
-    warned: HashMap<String, Instant>,
-    failing: bool,
-    /// No push before this: the server's `Retry-After`.
-    hold_until: Option<Instant>,
 }
 
-impl Pusher {
-    async fn run(mut self, mut stop: oneshot::Receiver<Instant>) -> PushTotals {
-        let interval = self.target.upload_interval;
+impl Ticker {
+    async fn run(
+        mut self,
+        destinations: Vec<Destination>,
+        mut stop: oneshot::Receiver<Instant>,
+    ) -> Vec<PushTotals> {
+        let (deadline_tx, deadline_rx) = watch::channel(None);
+        let push_timeout = self.schedule.push_timeout();
+        let (mailboxes, couriers): (Vec<_>, Vec<_>) = destinations
+            .into_iter()
+            .map(|d| courier::start(d, push_timeout, deadline_rx.clone()))
+            .unzip();
+        let interval = self.schedule.upload_interval;
         let mut tick = tokio::time::Instant::now() + interval;
-        loop {
+        let deadline = loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(tick) => {}
-                deadline = &mut stop => return self.finish(deadline.ok()).await,
+                _ = tokio::time::sleep_until(tick) => self.post_report(&mailboxes),
+                deadline = &mut stop => break deadline.unwrap_or_else(|_| Instant::now()),
             }
-            self.take_report();
-            // While the server's Retry-After holds, the report waits in the backlog.
-            let held = self.hold_until.is_some_and(|t| Instant::now() < t);
-            if !held {
-                tokio::select! {
-                    _ = self.deliver(None) => {}
-                    deadline = &mut stop => return self.finish(deadline.ok()).await,
-                }
-            }
-            // A tick missed while a slow push ran is skipped: its samples are in the next report.
+            // A tick missed while the thread was busy is skipped: its samples are in the next.
             let now = tokio::time::Instant::now();
             tick += interval;
             while tick <= now {
                 tick += interval;
             }
+        };
+        self.post_report(&mailboxes);
+        let _ = deadline_tx.send(Some(deadline));
+        drop(mailboxes);
+        let mut totals = Vec::new();
+        for courier in couriers {
+            totals.push(courier.await.unwrap_or_default());
         }
-    }
-
-    async fn finish(mut self, deadline: Option<Instant>) -> PushTotals {
-        self.take_report();
-        // The last profile first: if the deadline cuts the backlog short, it is what matters.
-        self.backlog.newest_first();
-        let deadline = deadline.unwrap_or_else(Instant::now);
-        self.deliver(Some(deadline)).await;
-        let mut totals = self.backlog.totals;
-        totals.undelivered = self.backlog.profiles.len() as u64;
         totals
     }
 
-    /// Moves the samples since the last report into the backlog, as one encoded push body.
-    fn take_report(&mut self) {
+    /// The samples since the last report, as every destination's body.
+    fn post_report(&mut self, mailboxes: &[Mailbox]) {
+        let Some((profile, profile_type)) = self.take_profile() else {
+            return;
+        };
+        for mailbox in mailboxes {
+            if let Some(body) = mailbox.destination.encode(&profile, &profile_type) {
+                mailbox.post(body);
+            }
+        }
+    }
+
+    /// The backend's report since the last one, as one pprof profile and its type name.
+    fn take_profile(&mut self) -> Option<(Profile, String)> {
         let until = SystemTime::now();
         let from = std::mem::replace(&mut self.window_start, until);
-        match self.backend.report() {
-            Ok(batch) => {
-                if let Some(body) = encode(&self.target, batch, from, until) {
-                    self.backlog.push(body);
-                }
-            }
+        let batch = match self.backend.report() {
+            Ok(batch) => batch,
             Err(e) => {
-                tracing::warn!(error = %e, "the profiler gave no report")
-            }
-        }
-    }
-
-    /// Pushes the backlog oldest first until it is empty or a push fails; with a deadline, each
-    /// push gets only what is left of it. At shutdown a `Retry-After` hold is not waited out: one
-    /// last attempt is all that is left.
-    async fn deliver(&mut self, deadline: Option<Instant>) {
-        while let Some(body) = self.backlog.profiles.front().cloned() {
-            let mut timeout = self.target.push_timeout();
-            if let Some(deadline) = deadline {
-                timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-                if timeout.is_zero() {
-                    return;
-                }
-            }
-            match self.push(body, timeout).await {
-                Outcome::Delivered => {
-                    self.backlog.pop_front();
-                    self.backlog.totals.pushed += 1;
-                    if std::mem::take(&mut self.failing) {
-                        tracing::info!(server = %self.shown_url, "Pyroscope push recovered");
-                    }
-                }
-                Outcome::Rejected(failure) => {
-                    self.backlog.pop_front();
-                    self.backlog.totals.rejected += 1;
-                    self.warn(&failure, "Pyroscope refused a profile; it is dropped");
-                }
-                Outcome::Retry(failure) => {
-                    self.backlog.totals.failed_attempts += 1;
-                    self.failing = true;
-                    self.hold_until = failure.retry_after.map(|d| Instant::now() + d);
-                    self.warn(
-                        &failure,
-                        "Pyroscope push failed; profiles are kept and retried",
-                    );
-                    return;
-                }
-            }
-        }
-    }
-
-    async fn push(&self, body: Bytes, timeout: Duration) -> Outcome {
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header("Content-Type", "application/proto")
-            .header("Content-Encoding", "gzip")
-            .timeout(timeout)
-            .body(body);
-        if let Some((user, password)) = &self.target.basic_auth {
-            request = request.basic_auth(user, Some(&password.0));
-        }
-        if let Some(tenant) = &self.target.tenant_id {
-            request = request.header("X-Scope-OrgID", tenant);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) if e.is_timeout() => {
-                let cause = format!("no answer within {timeout:?}");
-                return Outcome::Retry(Failure::new("timeout", cause));
-            }
-            // Without the URL: reqwest prints it whole, credentials included.
-            Err(e) => {
-                let cause = error_chain(&e.without_url());
-                return Outcome::Retry(Failure::new("connection", cause));
+                tracing::warn!(error = %e, "the profiler gave no report");
+                return None;
             }
         };
-        let status = response.status();
-        if status.is_success() {
-            // Read the (empty) body so the connection can be reused.
-            let _ = response.bytes().await;
-            return Outcome::Delivered;
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = response.text().await.unwrap_or_default();
-        Failure::from_status(status.as_u16(), &text, retry_after)
+        let nanos =
+            |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        let profile = match batch.data {
+            ReportData::Reports(reports) => pyroscope::encode::pprof::encode(
+                &reports,
+                self.schedule.sample_rate,
+                nanos(from),
+                nanos(until).saturating_sub(nanos(from)),
+            ),
+            ReportData::RawPprof(bytes) => Profile::decode(bytes.as_slice()).ok()?,
+        };
+        Some((profile, batch.profile_type))
     }
+}
 
-    /// At most one warning a minute for each kind of failure, so a server that goes from 500 to
-    /// 401 is reported twice and one that stays down once.
-    fn warn(&mut self, failure: &Failure, message: &str) {
-        let now = Instant::now();
-        if self
-            .warned
-            .get(&failure.kind)
-            .is_some_and(|t| now.duration_since(*t) < WARN_EVERY)
-        {
-            return;
-        }
-        self.warned.insert(failure.kind.clone(), now);
-        let t = &self.backlog.totals;
-        tracing::warn!(
-            server = %self.shown_url,
-            cause = %failure.cause,
-            backlog = self.backlog.profiles.len(),
-            failed_attempts = t.failed_attempts,
-            dropped_backlog_full = t.dropped_backlog_full,
-            rejected = t.rejected,
-            "{message}"
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_ends_before_the_next_tick() {
+        let schedule = |secs| Schedule {
+            upload_interval: Duration::from_secs(secs),
+            sample_rate: 100,
+        };
+        assert_eq!(schedule(1).push_timeout(), Duration::from_millis(750));
+        assert_eq!(schedule(10).push_timeout(), Duration::from_millis(7500));
+        assert_eq!(schedule(60).push_timeout(), Duration::from_secs(10));
     }
 }

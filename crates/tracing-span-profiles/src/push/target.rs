@@ -1,12 +1,8 @@
 //! Where and as whom profiles are pushed; credentials never printed.
 
 use std::fmt;
-use std::time::Duration;
 
 use url::Url;
-
-/// Longest a single push may take, whatever the interval.
-const MAX_PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server, its series labels and its credentials.
 #[derive(Clone)]
@@ -18,16 +14,12 @@ pub(crate) struct PushTarget {
     pub(crate) basic_auth: Option<(String, Secret)>,
     /// Sent as `X-Scope-OrgID`.
     pub(crate) tenant_id: Option<String>,
-    pub(crate) upload_interval: Duration,
-    pub(crate) sample_rate: u32,
+    /// Whether pushed samples keep their `trace_id` label (Pyroscope before 2.1 makes it a
+    /// series label).
+    pub(crate) trace_id_label: bool,
 }
 
 impl PushTarget {
-    /// Short enough that a stalled push ends before the next tick is due.
-    pub(crate) fn push_timeout(&self) -> Duration {
-        (self.upload_interval * 3 / 4).min(MAX_PUSH_TIMEOUT)
-    }
-
     pub(crate) fn push_url(&self) -> Url {
         let mut url = self.server.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
@@ -62,31 +54,27 @@ impl fmt::Debug for Secret {
 mod tests {
     use super::*;
 
-    fn target(secs: u64) -> PushTarget {
+    fn target() -> PushTarget {
         PushTarget {
             server: Url::parse("http://user:hunter2@localhost:4040/base/").unwrap(),
             labels: vec![],
             basic_auth: Some(("u".into(), Secret("hunter2".into()))),
             tenant_id: None,
-            upload_interval: Duration::from_secs(secs),
-            sample_rate: 100,
+            trace_id_label: true,
         }
     }
 
     #[test]
-    fn a_push_ends_before_the_next_tick() {
-        assert_eq!(target(1).push_timeout(), Duration::from_millis(750));
-        assert_eq!(target(10).push_timeout(), Duration::from_millis(7500));
-        assert_eq!(target(60).push_timeout(), MAX_PUSH_TIMEOUT);
+    fn the_push_path_is_appended_to_the_server() {
         assert_eq!(
-            target(10).push_url().as_str(),
+            target().push_url().as_str(),
             "http://user:hunter2@localhost:4040/base/push.v1.PusherService/Push"
         );
     }
 
     #[test]
     fn credentials_are_never_shown() {
-        let t = target(10);
+        let t = target();
         assert_eq!(t.shown_server(), "http://localhost:4040/base/");
         let (_, password) = t.basic_auth.unwrap();
         assert_eq!(format!("{password:?}"), "***");
