@@ -1,5 +1,5 @@
-//! The HTTP receiver: one axum router for OTLP/HTTP traces and Pyroscope pushes, since both are
-//! plain POSTs and a test needs only one port per backend it fakes.
+//! The HTTP receiver: one axum router for OTLP/HTTP traces and profiles and Pyroscope pushes,
+//! since all are plain POSTs and a test needs only one port per backend it fakes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,11 +12,13 @@ use axum::routing::post;
 
 use super::behaviour::Refusal;
 use super::receiver;
-use super::{Capture, ReceiverHandle, otlp, pyroscope};
+use super::{Capture, ReceiverHandle, otlp, otlp_profiles, pyroscope};
 
 /// The OTLP/HTTP traces path, to append to [`ReceiverHandle::url`] for an exporter's
 /// signal-specific endpoint.
 pub const OTLP_TRACES_PATH: &str = "/v1/traces";
+/// The OTLP/HTTP profiles path of the `v1development` signal, as the Collector serves it.
+pub const OTLP_PROFILES_PATH: &str = "/v1development/profiles";
 /// The Pyroscope push path, which pyroscope-rs appends to its server address itself.
 pub const PYROSCOPE_PUSH_PATH: &str = "/push.v1.PusherService/Push";
 
@@ -26,7 +28,11 @@ pub(super) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub(super) fn serve(capture: Capture, addr: SocketAddr) -> io::Result<ReceiverHandle> {
     receiver::spawn(capture, addr, |listener, state, shutdown| async move {
         let router = Router::new()
-            .route(OTLP_TRACES_PATH, post(otlp::export_http))
+            .route(OTLP_TRACES_PATH, post(otlp::export_http::<otlp::Traces>))
+            .route(
+                OTLP_PROFILES_PATH,
+                post(otlp::export_http::<otlp_profiles::Profiles>),
+            )
             .route(PYROSCOPE_PUSH_PATH, post(pyroscope::push))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(state);

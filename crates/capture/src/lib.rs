@@ -1,11 +1,14 @@
 //! In-process stand-ins for Tempo and Pyroscope that speak their real wire protocols, so the
 //! service's exporters can be tested, demonstrated and broken on loopback without a backend.
 //!
-//! A [`Capture`] holds what arrived; receivers feed it: [`Capture::serve_otlp_grpc`] (OTLP/gRPC)
-//! and [`Capture::serve_http`] (OTLP/HTTP `POST /v1/traces` and Pyroscope's
-//! `POST /push.v1.PusherService/Push` on one port). Each receiver's [`Behaviour`] can be switched
-//! while it runs to act out an outage, a stall or an authentication failure; a refused
-//! connection needs no receiver at all, only [`unused_loopback_addr`].
+//! A [`Capture`] holds what arrived; receivers feed it: [`Capture::serve_otlp_grpc`] (OTLP/gRPC
+//! traces and `v1development` profiles) and [`Capture::serve_http`] (OTLP/HTTP
+//! `POST /v1/traces` and `POST /v1development/profiles`, and Pyroscope's
+//! `POST /push.v1.PusherService/Push`, on one port). OTLP profiles are checked as a backend
+//! would check them, so an exporter whose dictionary does not resolve is refused, not trusted.
+//! Each receiver's [`Behaviour`] can be switched while it runs to act out an outage, a stall or
+//! an authentication failure; a refused connection needs no receiver at all, only
+//! [`unused_loopback_addr`].
 //!
 //! Receivers run as tasks of the runtime that started them, so that runtime must keep running
 //! while clients send: blocking clients (pyroscope-rs, the blocking OTLP/HTTP exporter, a
@@ -29,10 +32,14 @@
 //! ```
 
 mod behaviour;
+mod dictionary;
+mod dictionary_check;
 mod gzip;
 mod headers;
 mod http;
 mod otlp;
+mod otlp_profile;
+mod otlp_profiles;
 mod pprof;
 mod profile;
 mod pyroscope;
@@ -54,7 +61,8 @@ use tokio::time::Instant;
 
 pub use behaviour::Behaviour;
 pub use headers::RequestHeaders;
-pub use http::{OTLP_TRACES_PATH, PYROSCOPE_PUSH_PATH};
+pub use http::{OTLP_PROFILES_PATH, OTLP_TRACES_PATH, PYROSCOPE_PUSH_PATH};
+pub use otlp_profile::CapturedOtlpProfile;
 pub use profile::{CapturedProfile, CapturedSample};
 pub use receiver::ReceiverHandle;
 pub use span::{AttrValue, CapturedEvent, CapturedSpan, SpanKind, SpanStatus, Transport};
@@ -81,6 +89,7 @@ struct Store {
     spans: Vec<CapturedSpan>,
     trace_requests: Vec<TraceRequest>,
     profiles: Vec<CapturedProfile>,
+    otlp_profiles: Vec<CapturedOtlpProfile>,
     stats: BTreeMap<Endpoint, EndpointStats>,
     rejections: Vec<Rejection>,
 }
@@ -94,6 +103,10 @@ pub enum Endpoint {
     OtlpHttp,
     /// Pyroscope `POST /push.v1.PusherService/Push`.
     PyroscopePush,
+    /// OTLP/gRPC `ProfilesService/Export` (`v1development`).
+    OtlpProfilesGrpc,
+    /// OTLP/HTTP `POST /v1development/profiles`.
+    OtlpProfilesHttp,
 }
 
 /// Request counts of one endpoint. `received == accepted + rejected + stalled`.
@@ -104,7 +117,7 @@ pub struct EndpointStats {
     /// Stored and answered with success.
     pub accepted: u64,
     /// Not stored: refused by the [`Behaviour`] (a `Status(2xx)` included, which acknowledges
-    /// and drops), or because the body did not decode.
+    /// and drops), or because the body did not decode (or, for OTLP profiles, did not resolve).
     pub rejected: u64,
     /// Held by [`Behaviour::Stall`] (answered 503 only when the receiver shut down).
     pub stalled: u64,
@@ -153,6 +166,7 @@ impl fmt::Debug for Capture {
         f.debug_struct("Capture")
             .field("spans", &store.spans.len())
             .field("profiles", &store.profiles.len())
+            .field("otlp_profiles", &store.otlp_profiles.len())
             .field("stats", &store.stats)
             .finish()
     }
@@ -163,15 +177,15 @@ impl Capture {
         Capture::default()
     }
 
-    /// Serves OTLP/gRPC on `addr` (`127.0.0.1:0` picks a free port) on the current tokio
-    /// runtime. Listening when this returns, so a client may connect at once.
+    /// Serves OTLP/gRPC traces and profiles on `addr` (`127.0.0.1:0` picks a free port) on the
+    /// current tokio runtime. Listening when this returns, so a client may connect at once.
     pub async fn serve_otlp_grpc(&self, addr: SocketAddr) -> io::Result<ReceiverHandle> {
         otlp::serve_grpc(self.clone(), addr)
     }
 
-    /// Serves OTLP/HTTP traces and Pyroscope pushes on one port, on the current tokio runtime.
-    /// Listening when this returns. Both paths share one [`Behaviour`]: start two receivers to
-    /// stand in for two backends that fail separately.
+    /// Serves OTLP/HTTP traces and profiles and Pyroscope pushes on one port, on the current
+    /// tokio runtime. Listening when this returns. All paths share one [`Behaviour`]: start two
+    /// receivers to stand in for two backends that fail separately.
     pub async fn serve_http(&self, addr: SocketAddr) -> io::Result<ReceiverHandle> {
         http::serve(self.clone(), addr)
     }
@@ -197,9 +211,14 @@ impl Capture {
         self.lock().trace_requests.clone()
     }
 
-    /// Every accepted profile, in arrival order.
+    /// Every accepted Pyroscope profile, in arrival order.
     pub fn profiles(&self) -> Vec<CapturedProfile> {
         self.lock().profiles.clone()
+    }
+
+    /// Every accepted OTLP profile, in arrival order, whichever transport brought it.
+    pub fn otlp_profiles(&self) -> Vec<CapturedOtlpProfile> {
+        self.lock().otlp_profiles.clone()
     }
 
     pub fn stats(&self, endpoint: Endpoint) -> EndpointStats {
@@ -259,7 +278,7 @@ impl Capture {
         Ok(self.spans())
     }
 
-    /// Waits for at least `count` profiles and returns them all.
+    /// Waits for at least `count` Pyroscope profiles and returns them all.
     pub async fn wait_for_profiles(
         &self,
         count: usize,
@@ -268,6 +287,17 @@ impl Capture {
         self.wait_for(|c| c.lock().profiles.len() >= count, timeout)
             .await?;
         Ok(self.profiles())
+    }
+
+    /// Waits for at least `count` OTLP profiles and returns them all.
+    pub async fn wait_for_otlp_profiles(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<CapturedOtlpProfile>, WaitTimeout> {
+        self.wait_for(|c| c.lock().otlp_profiles.len() >= count, timeout)
+            .await?;
+        Ok(self.otlp_profiles())
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -332,6 +362,13 @@ impl Capture {
         self.update(|s| {
             s.stats.entry(Endpoint::PyroscopePush).or_default().accepted += 1;
             s.profiles.extend(profiles);
+        });
+    }
+
+    fn record_otlp_profiles(&self, endpoint: Endpoint, profiles: Vec<CapturedOtlpProfile>) {
+        self.update(|s| {
+            s.stats.entry(endpoint).or_default().accepted += 1;
+            s.otlp_profiles.extend(profiles);
         });
     }
 }

@@ -1,5 +1,7 @@
-//! OTLP trace receivers, gRPC and HTTP/protobuf, answering as an OpenTelemetry Collector or Tempo
-//! would so exporters take the same code paths as in production.
+//! OTLP receivers, gRPC and HTTP/protobuf, answering as an OpenTelemetry Collector or Tempo
+//! would so exporters take the same code paths as in production: the trace service here, the
+//! admission and decoding every signal shares ([`Signal`]), and the profiles signal in
+//! `otlp_profiles`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,23 +23,73 @@ use tonic::transport::server::TcpIncoming;
 use super::behaviour::{Behaviour, Refusal};
 use super::http::{MAX_BODY_BYTES, is_success, respond};
 use super::receiver::{self, ReceiverState};
-use super::{Capture, Endpoint, ReceiverHandle, RequestHeaders, Transport, gzip, span};
+use super::{
+    Capture, Endpoint, ReceiverHandle, RequestHeaders, Transport, gzip, otlp_profiles, span,
+};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
 pub(super) fn serve_grpc(capture: Capture, addr: SocketAddr) -> io::Result<ReceiverHandle> {
     receiver::spawn(capture, addr, |listener, state, shutdown| async move {
-        let service =
-            TraceServiceServer::new(GrpcTraces { state }).max_decoding_message_size(MAX_BODY_BYTES);
+        let traces = TraceServiceServer::new(GrpcTraces {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(MAX_BODY_BYTES);
+        let profiles = otlp_profiles::grpc_service(state);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         if let Err(error) = Server::builder()
-            .add_service(service)
+            .add_service(traces)
+            .add_service(profiles)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
         {
             tracing::warn!(%error, "capture OTLP/gRPC receiver failed");
         }
     })
+}
+
+/// What sets one OTLP signal apart; admission, decoding and answering are the same for all, so
+/// each signal's receivers are the generic [`export_grpc`] and [`export_http`].
+pub(super) trait Signal: 'static {
+    type Request: Message + Default + Send + 'static;
+    type Response: Message + Default;
+
+    /// Where requests over `transport` are counted.
+    fn endpoint(transport: Transport) -> Endpoint;
+
+    /// Keeps what an admitted request holds, or refuses it (a refusal is counted by the caller).
+    fn store(
+        capture: &Capture,
+        transport: Transport,
+        headers: RequestHeaders,
+        request: Self::Request,
+    ) -> Result<(), Refusal>;
+}
+
+/// Traces: every decodable request is kept.
+pub(super) struct Traces;
+
+impl Signal for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+
+    fn endpoint(transport: Transport) -> Endpoint {
+        match transport {
+            Transport::Grpc => Endpoint::OtlpGrpc,
+            Transport::Http => Endpoint::OtlpHttp,
+        }
+    }
+
+    fn store(
+        capture: &Capture,
+        transport: Transport,
+        headers: RequestHeaders,
+        request: ExportTraceServiceRequest,
+    ) -> Result<(), Refusal> {
+        let spans = span::flatten(request, transport);
+        capture.record_traces(Self::endpoint(transport), transport, headers, spans);
+        Ok(())
+    }
 }
 
 struct GrpcTraces {
@@ -50,59 +102,67 @@ impl TraceService for GrpcTraces {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let headers = RequestHeaders::from_map(&request.metadata().clone().into_headers());
-        match self.state.admit(Endpoint::OtlpGrpc, &headers).await {
-            Ok(()) => {
-                let spans = span::flatten(request.into_inner(), Transport::Grpc);
-                self.state.capture.record_traces(
-                    Endpoint::OtlpGrpc,
-                    Transport::Grpc,
-                    headers,
-                    spans,
-                );
-            }
-            // `Behaviour::Status(2xx)`: acknowledge and drop.
-            Err(refusal) if is_success(refusal.status) => {}
-            Err(refusal) => return Err(refusal.grpc_status()),
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        export_grpc::<Traces>(&self.state, request).await
     }
 }
 
-/// `POST /v1/traces`. Errors carry a protobuf `google.rpc.Status`, as the OTLP/HTTP spec asks.
-pub(super) async fn export_http(
+/// An OTLP gRPC `Export`: admission by the receiver's [`Behaviour`], then the signal's `store`.
+/// A `Behaviour::Status(2xx)` acknowledges and drops.
+pub(super) async fn export_grpc<S: Signal>(
+    state: &ReceiverState,
+    request: tonic::Request<S::Request>,
+) -> Result<tonic::Response<S::Response>, tonic::Status> {
+    let endpoint = S::endpoint(Transport::Grpc);
+    let headers = RequestHeaders::from_map(&request.metadata().clone().into_headers());
+    match state.admit(endpoint, &headers).await {
+        Ok(()) => S::store(
+            &state.capture,
+            Transport::Grpc,
+            headers.clone(),
+            request.into_inner(),
+        )
+        .map_err(|refusal| {
+            state.reject(endpoint, &headers, &refusal);
+            refusal.grpc_status()
+        })?,
+        Err(refusal) if is_success(refusal.status) => {}
+        Err(refusal) => return Err(refusal.grpc_status()),
+    }
+    Ok(tonic::Response::new(S::Response::default()))
+}
+
+/// An OTLP/HTTP `POST` (`/v1/traces`, `/v1development/profiles`). Errors carry a protobuf
+/// `google.rpc.Status`, as the OTLP/HTTP spec asks.
+pub(super) async fn export_http<S: Signal>(
     State(state): State<ReceiverState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let headers = RequestHeaders::from_map(&headers);
-    let result = receive(&state, &headers, &body).await;
+    let result = receive::<S>(&state, &headers, &body).await;
     respond(
         result,
         PROTOBUF,
-        ExportTraceServiceResponse::default().encode_to_vec(),
+        S::Response::default().encode_to_vec(),
         |refusal| (PROTOBUF, rpc_status(refusal)),
     )
 }
 
-async fn receive(
+async fn receive<S: Signal>(
     state: &ReceiverState,
     headers: &RequestHeaders,
     body: &[u8],
 ) -> Result<(), Refusal> {
-    state.admit(Endpoint::OtlpHttp, headers).await?;
-    let request = decode(headers, body)
-        .inspect_err(|refusal| state.reject(Endpoint::OtlpHttp, headers, refusal))?;
-    let spans = span::flatten(request, Transport::Http);
-    state
-        .capture
-        .record_traces(Endpoint::OtlpHttp, Transport::Http, headers.clone(), spans);
-    Ok(())
+    let endpoint = S::endpoint(Transport::Http);
+    state.admit(endpoint, headers).await?;
+    decode(headers, body)
+        .and_then(|request| S::store(&state.capture, Transport::Http, headers.clone(), request))
+        .inspect_err(|refusal| state.reject(endpoint, headers, refusal))
 }
 
 /// Only the protobuf encoding: the service exports `http/protobuf`, and OTLP/JSON answered with
 /// 415 makes a misconfigured exporter obvious.
-fn decode(headers: &RequestHeaders, body: &[u8]) -> Result<ExportTraceServiceRequest, Refusal> {
+fn decode<T: Message + Default>(headers: &RequestHeaders, body: &[u8]) -> Result<T, Refusal> {
     let media_type = headers.media_type();
     if media_type.as_deref() != Some(PROTOBUF) {
         return Err(Refusal::new(
@@ -111,11 +171,9 @@ fn decode(headers: &RequestHeaders, body: &[u8]) -> Result<ExportTraceServiceReq
         ));
     }
     let body = gzip::decode_body(headers.content_encoding.as_deref(), body)?;
-    ExportTraceServiceRequest::decode(&*body).map_err(|e| {
-        Refusal::new(
-            400,
-            format!("body is not an ExportTraceServiceRequest: {e}"),
-        )
+    T::decode(&*body).map_err(|e| {
+        let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("");
+        Refusal::new(400, format!("body is not an {name}: {e}"))
     })
 }
 

@@ -19,6 +19,17 @@ pub(super) fn decode(raw_profile: &[u8]) -> Result<(Vec<u8>, Profile), String> {
     Ok((bytes, profile))
 }
 
+/// A frame's function name, or its address when it has none (no line, or an unnamed function),
+/// so a stack never loses depth. Shared with the OTLP profiles reader, so both signals name the
+/// same frame alike.
+pub(super) fn frame_name(name: &str, address: u64) -> String {
+    if name.is_empty() {
+        format!("{address:#x}")
+    } else {
+        name.to_owned()
+    }
+}
+
 /// Lookups built once per profile; pprof ids are not guaranteed to be positions.
 pub(super) struct Resolver<'a> {
     profile: &'a Profile,
@@ -61,18 +72,14 @@ impl<'a> Resolver<'a> {
                 continue;
             };
             if location.line.is_empty() {
-                stack.push(format!("{:#x}", location.address));
+                stack.push(frame_name("", location.address));
             }
             for line in location.line.iter().rev() {
                 let name = self
                     .functions
                     .get(&line.function_id)
                     .map_or("", |f| self.string(f.name));
-                stack.push(if name.is_empty() {
-                    format!("{:#x}", location.address)
-                } else {
-                    name.to_owned()
-                });
+                stack.push(frame_name(name, location.address));
             }
         }
         stack

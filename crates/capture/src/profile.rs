@@ -27,7 +27,7 @@ pub struct CapturedProfile {
     pub received_at: SystemTime,
 }
 
-/// One pprof sample with everything resolved to names.
+/// One pprof or OTLP profile sample with everything resolved to names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapturedSample {
     /// String labels (`span_id`, `span_name`, `thread_name`, ...).
@@ -36,9 +36,13 @@ pub struct CapturedSample {
     pub num_labels: BTreeMap<String, i64>,
     /// Function names, root first (`main` ... leaf).
     pub stack: Vec<String>,
-    /// `values[0]`: for a CPU profile, nanoseconds on CPU (samples × period).
+    /// What the sample weighs: for a CPU profile, nanoseconds on CPU (samples × period). pprof:
+    /// `values[0]`; OTLP: the sum of its observations (see [`CapturedOtlpProfile::samples`]).
+    ///
+    /// [`CapturedOtlpProfile::samples`]: super::CapturedOtlpProfile::samples
     pub value: i64,
-    /// All values, one per [`CapturedProfile::sample_types`] entry.
+    /// All values: pprof's one per [`CapturedProfile::sample_types`] entry, OTLP's one per
+    /// observation.
     pub values: Vec<i64>,
 }
 

@@ -41,10 +41,12 @@ impl ReceiverHandle {
         self.local_addr
     }
 
-    /// `http://<local_addr>`: the base URL exporters take (append [`OTLP_TRACES_PATH`] for an
-    /// OTLP/HTTP traces endpoint; the Pyroscope agent appends its push path itself).
+    /// `http://<local_addr>`: the base URL exporters take (append [`OTLP_TRACES_PATH`] or
+    /// [`OTLP_PROFILES_PATH`] for an OTLP/HTTP signal endpoint; the Pyroscope agent appends its
+    /// push path itself).
     ///
     /// [`OTLP_TRACES_PATH`]: super::OTLP_TRACES_PATH
+    /// [`OTLP_PROFILES_PATH`]: super::OTLP_PROFILES_PATH
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
     }

@@ -10,12 +10,12 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::status;
 use serde::Serialize;
 
-/// Which OTLP transport delivered a span, so one test can cover both exporters.
+/// Which OTLP transport delivered a span or a profile, so one test can cover both exporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Transport {
-    /// OTLP/gRPC (`TraceService/Export`).
+    /// OTLP/gRPC (`TraceService/Export`, `ProfilesService/Export`).
     Grpc,
-    /// OTLP/HTTP with a protobuf body (`POST /v1/traces`).
+    /// OTLP/HTTP with a protobuf body (`POST /v1/traces`, `POST /v1development/profiles`).
     Http,
 }
 
@@ -66,7 +66,7 @@ impl AttrValue {
         }
     }
 
-    fn from_any(value: Option<AnyValue>) -> Self {
+    pub(super) fn from_any(value: Option<AnyValue>) -> Self {
         use any_value::Value;
         match value.and_then(|v| v.value) {
             Some(Value::StringValue(s)) => AttrValue::Str(s),
@@ -81,7 +81,8 @@ impl AttrValue {
                     .collect(),
             ),
             Some(Value::KvlistValue(kv)) => AttrValue::Map(attributes(kv.values)),
-            // String-table references belong to the profiling signal; spans never carry them.
+            // String-table references belong to the profiling signal, whose reader inlines them
+            // first (`dictionary::Resolver`); spans never carry them.
             Some(_) | None => AttrValue::Empty,
         }
     }
@@ -294,7 +295,8 @@ fn attributes(pairs: Vec<KeyValue>) -> BTreeMap<String, AttrValue> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase, as trace and span ids are printed everywhere.
+pub(super) fn hex(bytes: &[u8]) -> String {
     use fmt::Write;
     bytes
         .iter()

@@ -6,18 +6,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use tonic::Code;
 
-use super::{PATIENCE, any_port, export_request, push_body};
+use super::{PATIENCE, any_port, client, export_request, push_body};
 use crate::{
     Behaviour, Capture, Endpoint, EndpointStats, OTLP_TRACES_PATH, PYROSCOPE_PUSH_PATH,
     unused_loopback_addr,
 };
-
-fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .expect("reqwest client")
-}
 
 /// A push as pyroscope-rs sends it (same headers, same body shape).
 fn push(client: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {

@@ -3,6 +3,7 @@
 
 mod behaviour;
 mod otlp_exporter;
+mod otlp_profiles;
 mod pyroscope_agent;
 
 use std::io::Write;
@@ -25,6 +26,15 @@ const PATIENCE: Duration = Duration::from_secs(15);
 
 fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// An HTTP client that gives up after `timeout`, so a receiver that never answers fails the test
+/// instead of hanging it.
+fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("reqwest client")
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
