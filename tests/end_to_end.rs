@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use rideshare::vocabulary::{DEFAULT_SERVICE_NAME, VEHICLE_LABEL};
 use telemetry_capture::{
-    Capture, CapturedProfile, CapturedSample, CapturedSpan, ReceiverHandle, SpanKind, Transport,
+    Capture, CapturedProfile, CapturedSample, CapturedSpan, OTLP_PROFILES_PATH, ReceiverHandle,
+    SpanKind, Transport,
 };
 use tracing_span_profiles::{PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL};
 
@@ -25,6 +26,8 @@ struct Region {
     service: Service,
     traces: Capture,
     profiles: Capture,
+    /// The same profiles as OTLP profiles, over the region's OTLP protocol.
+    otlp_profiles: Capture,
     _receivers: Vec<ReceiverHandle>,
 }
 
@@ -43,6 +46,19 @@ async fn start_region(name: &'static str, otlp: Otlp) -> Region {
         Otlp::Grpc => (traces.serve_otlp_grpc(any_port).await.unwrap(), "grpc"),
         Otlp::Http => (traces.serve_http(any_port).await.unwrap(), "http/protobuf"),
     };
+    let otlp_profiles = Capture::new();
+    let (profiles_receiver, profiles_endpoint) = match otlp {
+        Otlp::Grpc => {
+            let r = otlp_profiles.serve_otlp_grpc(any_port).await.unwrap();
+            let url = r.url();
+            (r, url)
+        }
+        Otlp::Http => {
+            let r = otlp_profiles.serve_http(any_port).await.unwrap();
+            let url = format!("{}{OTLP_PROFILES_PATH}", r.url());
+            (r, url)
+        }
+    };
     let service = Service::start(&[
         ("REGION", name.to_owned()),
         ("RIDESHARE_WORK_SCALE", "0.02".into()),
@@ -52,6 +68,9 @@ async fn start_region(name: &'static str, otlp: Otlp) -> Region {
         ("PYROSCOPE_UPLOAD_INTERVAL", "5m".into()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.into()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url()),
+        // Profiles both ways, to receivers of their own: the push API and OTLP profiles.
+        ("OTEL_PROFILES_EXPORTER", "pyroscope,otlp".into()),
+        ("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT", profiles_endpoint),
         // Likewise for spans: only the flush at SIGTERM delivers them.
         ("OTEL_BSP_SCHEDULE_DELAY", "300000".into()),
         ("OTEL_BSP_MAX_QUEUE_SIZE", "100000".into()),
@@ -63,7 +82,8 @@ async fn start_region(name: &'static str, otlp: Otlp) -> Region {
         service,
         traces,
         profiles,
-        _receivers: vec![pyroscope, otlp_receiver],
+        otlp_profiles,
+        _receivers: vec![pyroscope, otlp_receiver, profiles_receiver],
     }
 }
 
@@ -164,7 +184,9 @@ async fn traces_and_profiles_link_span_by_span() {
         let profiles = region.profiles.profiles();
         assert!(!spans.is_empty(), "{}: spans arrived", region.name);
         assert!(!profiles.is_empty(), "{}: a profile arrived", region.name);
-        check_region(region.name, &spans, &profiles);
+        let pushed: Vec<_> = profiles.iter().flat_map(|p| p.samples()).collect();
+        check_region(region.name, &spans, &profiles, &pushed);
+        check_otlp_profiles(region.name, &spans, &region.otlp_profiles, &pushed);
         let transport = match region.otlp {
             Otlp::Grpc => Transport::Grpc,
             Otlp::Http => Transport::Http,
@@ -190,7 +212,47 @@ async fn traces_and_profiles_link_span_by_span() {
     );
 }
 
-fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfile]) {
+/// The OTLP profiles of a region: its resource, and the same checks on their samples as on the
+/// pushed ones; and, being the same samples in another encoding, the same CPU in total.
+fn check_otlp_profiles(
+    region: &str,
+    spans: &[CapturedSpan],
+    capture: &Capture,
+    pushed: &[CapturedSample],
+) {
+    let profiles = capture.otlp_profiles();
+    assert!(!profiles.is_empty(), "{region}: an OTLP profile arrived");
+    let mut samples = Vec::new();
+    for profile in &profiles {
+        assert_eq!(profile.service_name(), Some(DEFAULT_SERVICE_NAME));
+        assert_eq!(profile.resource_str("cloud.region"), Some(region));
+        assert_eq!(profile.resource_str("region"), Some(region));
+        let types = (profile.sample_type(), profile.period_type());
+        let named = |(a, b): (&str, &str)| (a.to_owned(), b.to_owned());
+        assert_eq!(types.0, named(("samples", "count")));
+        assert_eq!(types.1, Some(named(("cpu", "nanoseconds"))));
+        // Counts of samples, each one period of CPU: in nanoseconds, as the pushed ones are.
+        samples.extend(profile.samples().into_iter().map(|mut s| {
+            s.value *= profile.period();
+            s
+        }));
+    }
+    check_region(region, spans, &[], &samples);
+    let total = |s: &[CapturedSample]| s.iter().map(weight).sum::<usize>();
+    let (otlp, push) = (total(&samples), total(pushed));
+    eprintln!("{region}: OTLP profiles {otlp} ns of CPU, Pyroscope push {push} ns");
+    assert!(
+        (otlp as f64 - push as f64).abs() <= 0.01 * push as f64,
+        "{region}: OTLP carried {otlp} ns, the push {push} ns"
+    );
+}
+
+fn check_region(
+    region: &str,
+    spans: &[CapturedSpan],
+    profiles: &[CapturedProfile],
+    all: &[CapturedSample],
+) {
     // Trace resource and profile series agree on the service name.
     for span in spans {
         assert_eq!(
@@ -265,7 +327,7 @@ fn check_region(region: &str, spans: &[CapturedSpan], profiles: &[CapturedProfil
     }
 
     // Shares are of CPU time (sample values), so a stack seen 10 times weighs 10 times.
-    let all: Vec<_> = profiles.iter().flat_map(|p| p.samples()).collect();
+    let all = all.to_vec();
     // A sample the profiler could not unwind has no stack to check labels against: count it,
     // keep it rare, and judge the rest. A stack of one frame is only the interrupted address: the
     // unwinder stopped at once (the vDSO, a libc routine without unwind information).
