@@ -507,11 +507,6 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
             "not a url",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
         ),
-        (
-            "OTEL_TRACES_SAMPLER",
-            "traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG",
-        ),
         ("OTEL_TRACES_SAMPLER_ARG", "1.5", "OTEL_TRACES_SAMPLER_ARG"),
         (
             "OTEL_RESOURCE_ATTRIBUTES",
@@ -544,6 +539,7 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
             "PYROSCOPE_SERVER_ADDRESS",
         ),
         ("OTEL_PROFILES_EXPORTER", "jaeger", "OTEL_PROFILES_EXPORTER"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER"),
     ];
     // With OTLP profiles on: their own endpoint, protocol and headers are checked at start too.
     let otlp_cases: &[(&str, &str, &str)] = &[
@@ -604,6 +600,124 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
             "nothing bound"
         );
     }
+}
+
+/// gRPC has no TLS in this build: an https:// traces endpoint with it stops the service before it
+/// binds, with one line naming the variables that chose both and the protocol that works.
+#[test]
+fn grpc_with_an_https_traces_endpoint_exits_2_naming_the_variables() {
+    let listen = unused_loopback_addr().to_string();
+    for (protocol, endpoint) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ),
+    ] {
+        let env = [
+            ("RIDESHARE_LISTEN_ADDR", listen.as_str()),
+            (protocol, "grpc"),
+            (
+                endpoint,
+                "https://stack-123:hunter2-do-not-print@tempo.example:443",
+            ),
+        ];
+        let (code, output) = run_to_exit(&[], &env);
+        assert_eq!(code, Some(2), "{env:?} must exit 2, said: {output}");
+        let lines: Vec<_> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line, got {output:?}");
+        for named in [protocol, endpoint, "http/protobuf"] {
+            assert!(lines[0].contains(named), "{output:?} should name {named}");
+        }
+        assert!(!output.contains(SECRET));
+        assert!(
+            std::net::TcpListener::bind(&listen).is_ok(),
+            "nothing bound"
+        );
+    }
+}
+
+/// A service sending both signals to a fresh capture, profiles every second and each span as it
+/// ends, with `extra` settings on top.
+async fn start_exporting_at_once(
+    extra: &[(&str, &str)],
+) -> (Capture, telemetry_capture::ReceiverHandle, Service) {
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    let mut env = vec![
+        ("RIDESHARE_WORK_SCALE", "0.001".to_owned()),
+        ("PYROSCOPE_SERVER_ADDRESS", receiver.url()),
+        ("PYROSCOPE_UPLOAD_INTERVAL", "1s".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "0".into()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let service = Service::start(&env).await;
+    (capture, receiver, service)
+}
+
+/// The spec's defaults and precedence, end to end: a ratio sampler without its argument samples
+/// every trace (ratio 1.0), and `service.name` in OTEL_RESOURCE_ATTRIBUTES names the service for
+/// the traces and the profiles alike, over PYROSCOPE_APPLICATION_NAME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_specs_sampler_default_and_service_name_order_reach_both_backends() {
+    let (capture, _receiver, service) = start_exporting_at_once(&[
+        ("PYROSCOPE_APPLICATION_NAME", "from-pyroscope"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=from-attributes,team=rides",
+        ),
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+    ])
+    .await;
+    orders(&service, 8).await;
+    let roots = capture
+        .wait_for(
+            |c| c.spans_named("GET /bike").len() >= 8 && !c.profiles().is_empty(),
+            Duration::from_secs(10),
+        )
+        .await
+        .map(|_| capture.spans_named("GET /bike"))
+        .expect("every trace sampled, and a profile pushed");
+    assert_eq!(roots.len(), 8, "ratio 1.0: every order traced once");
+    for span in &roots {
+        assert_eq!(span.service_name(), Some("from-attributes"));
+        assert_eq!(span.resource_str("team"), Some("rides"));
+    }
+    for profile in capture.profiles() {
+        assert_eq!(profile.service_name(), Some("from-attributes"));
+    }
+}
+
+/// `OTEL_TRACES_EXPORTER=none`: no span leaves, no span-export thread runs, profiles still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_traces_exporter_none_exports_no_spans_and_still_profiles() {
+    let (capture, _receiver, service) =
+        start_exporting_at_once(&[("OTEL_TRACES_EXPORTER", "none")]).await;
+    orders(&service, 10).await;
+    capture
+        .wait_for(|c| !c.profiles().is_empty(), INTERVAL + SLACK)
+        .await
+        .expect("profiles are pushed");
+    assert!(capture.spans().is_empty(), "no span was exported");
+    let threads = thread_names(service.child.id());
+    assert!(
+        threads.iter().any(|t| t == "profile-push"),
+        "the thread names are read: {threads:?}"
+    );
+    assert!(
+        !threads.iter().any(|t| t == "span-export"),
+        "no span-export thread: {threads:?}"
+    );
+}
+
+/// The names of a process's threads (Linux: /proc/PID/task/*/comm).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc lists the threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,9 @@ pub use cli::{
 };
 pub use redact::{one_line, without_credentials};
 pub use telemetry::TelemetryArgs;
-pub use values::{ProfilesExporters, ResourceAttributes, Secret, parse_duration, parse_http_url};
+pub use values::{
+    ProfilesExporters, ResourceAttributes, Secret, TracesExporter, parse_duration, parse_http_url,
+};
 
 #[cfg(test)]
 mod tests;

@@ -10,18 +10,20 @@ use url::Url;
 use super::cli::{OtlpProtocol, TraceSampler};
 use super::redact::without_credentials;
 use super::values::{
-    ProfilesExporters, ResourceAttributes, Secret, parse_bool, parse_http_url, parse_millis,
-    parse_non_empty, parse_profiles_exporters, parse_ratio, parse_resource_attributes,
-    parse_upload_interval,
+    ProfilesExporters, ResourceAttributes, Secret, TracesExporter, parse_bool, parse_http_url,
+    parse_millis, parse_non_empty, parse_profiles_exporters, parse_ratio,
+    parse_resource_attributes, parse_traces_exporter, parse_upload_interval,
 };
 
 /// Traces and profiles: shared by the service and the load generator.
 #[derive(Clone, Args)]
 pub struct TelemetryArgs {
-    /// Service name for traces and profiles; wins over PYROSCOPE_APPLICATION_NAME.
+    /// Service name for traces and profiles; wins over a `service.name` in
+    /// OTEL_RESOURCE_ATTRIBUTES and over PYROSCOPE_APPLICATION_NAME.
     #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "OTEL_SERVICE_NAME", value_parser = parse_non_empty)]
     pub otel_service_name: Option<String>,
-    /// Pyroscope application name (the `service_name` label) when OTEL_SERVICE_NAME is unset.
+    /// Service name (the profiles' `service_name` label) when neither OTEL_SERVICE_NAME nor a
+    /// `service.name` in OTEL_RESOURCE_ATTRIBUTES gives one.
     #[arg(long, env = "PYROSCOPE_APPLICATION_NAME", value_name = "PYROSCOPE_APPLICATION_NAME", value_parser = parse_non_empty)]
     pub pyroscope_application_name: Option<String>,
     /// Push CPU profiles to Pyroscope.
@@ -61,6 +63,9 @@ pub struct TelemetryArgs {
     /// Disable traces.
     #[arg(long, env = "OTEL_SDK_DISABLED", value_name = "OTEL_SDK_DISABLED", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub otel_sdk_disabled: bool,
+    /// Where spans go: otlp, or none (no span export, as OTEL_SDK_DISABLED=true for traces).
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_name = "OTEL_TRACES_EXPORTER", default_value = "otlp", value_parser = parse_traces_exporter)]
+    pub traces_exporter: TracesExporter,
     /// Base OTLP endpoint (for http/protobuf, `/v1/traces` is appended).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_http_url)]
     pub otlp_endpoint: Option<Url>,
@@ -81,7 +86,8 @@ pub struct TelemetryArgs {
     /// Trace sampler.
     #[arg(long, env = "OTEL_TRACES_SAMPLER", value_name = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = TraceSampler::ParentBasedAlwaysOn)]
     pub traces_sampler: TraceSampler,
-    /// Sampler argument: the ratio for the *traceidratio samplers, 0.0 to 1.0.
+    /// Sampler argument: the ratio for the *traceidratio samplers, 0.0 to 1.0; unset, 1.0 (the
+    /// spec's default).
     #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
     pub traces_sampler_arg: Option<f64>,
     /// Extra resource attributes, `key=value,key2=value2` (values percent-encoded).
@@ -94,7 +100,8 @@ pub struct TelemetryArgs {
     /// The same for traces; wins over OTEL_EXPORTER_OTLP_TIMEOUT.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_name = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", value_parser = parse_millis)]
     pub otlp_traces_timeout: Option<Duration>,
-    /// Longest a finished span waits before it is exported, in milliseconds.
+    /// Longest a finished span waits before it is exported, in milliseconds; 0 exports spans as
+    /// soon as they are queued.
     #[arg(long, env = "OTEL_BSP_SCHEDULE_DELAY", value_name = "OTEL_BSP_SCHEDULE_DELAY", default_value = "5000", value_parser = parse_millis)]
     pub bsp_schedule_delay: Duration,
     /// Most spans waiting for export; beyond it the oldest are dropped (and counted).
@@ -124,6 +131,7 @@ impl fmt::Debug for TelemetryArgs {
                 &self.pyroscope_basic_auth_password,
             )
             .field("otel_sdk_disabled", &self.otel_sdk_disabled)
+            .field("traces_exporter", &self.traces_exporter)
             .field("otlp_protocol", &self.traces_protocol())
             .field(
                 "otlp_traces_endpoint",
@@ -134,12 +142,23 @@ impl fmt::Debug for TelemetryArgs {
 }
 
 impl TelemetryArgs {
-    /// The one name used for traces (`service.name`) and profiles (`service_name`).
+    /// The one name used for traces (`service.name`) and profiles (`service_name`), in the
+    /// spec's order: `OTEL_SERVICE_NAME`, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES`; then
+    /// what the other Pyroscope SDKs read, `PYROSCOPE_APPLICATION_NAME`; then the process's own
+    /// default. Both pipelines take it from here, so they always agree.
     pub fn service_name(&self, default: &str) -> String {
         self.otel_service_name
             .clone()
+            .or_else(|| self.resource_attributes.service_name().map(str::to_owned))
             .or_else(|| self.pyroscope_application_name.clone())
             .unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Whether spans are exported: not with `OTEL_SDK_DISABLED=true`, nor with
+    /// `OTEL_TRACES_EXPORTER=none` (then nothing is built for traces: no exporter, no queue, no
+    /// span ids for the profiles to link to).
+    pub fn traces_enabled(&self) -> bool {
+        !self.otel_sdk_disabled && self.traces_exporter == TracesExporter::Otlp
     }
 
     /// The OTLP trace export timeout: the signal's variable, else the general one, else 5 s; never
@@ -196,14 +215,31 @@ impl TelemetryArgs {
                 "{set} is set but {unset} is not: set both or neither"
             ));
         }
-        let needs_ratio = matches!(
-            self.traces_sampler,
-            TraceSampler::TraceIdRatio | TraceSampler::ParentBasedTraceIdRatio
-        );
-        if needs_ratio && self.traces_sampler_arg.is_none() {
-            return Err("OTEL_TRACES_SAMPLER_ARG is required by the traceidratio samplers: a ratio from 0.0 to 1.0".into());
+        self.check_traces_transport()
+    }
+
+    /// gRPC over TLS cannot be built here (opentelemetry-otlp is built without tonic's TLS
+    /// features), so an `https://` endpoint with gRPC would fail at every export, quietly, a
+    /// warning a minute: refused at start instead, naming the variables that chose it.
+    fn check_traces_transport(&self) -> Result<(), String> {
+        let endpoint = self.traces_endpoint();
+        let grpc = self.traces_protocol() == OtlpProtocol::Grpc;
+        if !self.traces_enabled() || !grpc || endpoint.scheme() != "https" {
+            return Ok(());
         }
-        Ok(())
+        let protocol = match self.otlp_traces_protocol {
+            Some(_) => "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            None => "OTEL_EXPORTER_OTLP_PROTOCOL",
+        };
+        let variable = match self.otlp_traces_endpoint {
+            Some(_) => "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            None => "OTEL_EXPORTER_OTLP_ENDPOINT",
+        };
+        Err(format!(
+            "{variable}={} with {protocol}=grpc: this build's gRPC exporter has no TLS; \
+             set {protocol}=http/protobuf for an https:// endpoint, or give gRPC an http:// one",
+            without_credentials(&endpoint)
+        ))
     }
 }
 

@@ -108,18 +108,55 @@ fn endpoints_are_derived_per_protocol() {
     );
 }
 
+/// The spec's order: OTEL_SERVICE_NAME, then `service.name` in OTEL_RESOURCE_ATTRIBUTES; then
+/// PYROSCOPE_APPLICATION_NAME, then the default.
 #[test]
-fn otel_service_name_wins() {
-    let cli = parse(&[
-        "--pyroscope-application-name",
-        "p",
-        "--otel-service-name",
-        "o",
-    ])
-    .unwrap();
-    assert_eq!(cli.serve.telemetry.service_name("d"), "o");
-    let cli = parse(&["--pyroscope-application-name", "p"]).unwrap();
-    assert_eq!(cli.serve.telemetry.service_name("d"), "p");
+fn otel_service_name_wins_then_the_resource_attribute_then_pyroscope() {
+    let name = |flags: &[&str]| parse(flags).unwrap().serve.telemetry.service_name("d");
+    let attribute = ["--resource-attributes", "team=t,service.name=r%20x"];
+    let pyroscope = ["--pyroscope-application-name", "p"];
+    let otel = ["--otel-service-name", "o"];
+    assert_eq!(
+        name(&[&pyroscope[..], &otel[..], &attribute[..]].concat()),
+        "o"
+    );
+    assert_eq!(name(&[&pyroscope[..], &attribute[..]].concat()), "r x");
+    assert_eq!(name(&attribute), "r x");
+    assert_eq!(name(&pyroscope), "p");
+    assert_eq!(name(&[]), "d");
+    // The name is not also one of the other attributes: no resource gets a second name.
+    let t = parse(&[&otel[..], &attribute[..]].concat())
+        .unwrap()
+        .serve
+        .telemetry;
+    assert_eq!(t.resource_attributes.0, vec![("team".into(), "t".into())]);
+    assert_eq!(t.resource_attributes.service_name(), Some("r x"));
+    let empty = parse(&["--resource-attributes", "service.name= "]).unwrap_err();
+    assert!(one_line(&empty).contains("OTEL_RESOURCE_ATTRIBUTES"));
+    assert!(one_line(&empty).contains("empty service.name"));
+}
+
+#[test]
+fn otel_traces_exporter_is_otlp_or_none() {
+    let exporter = |flags: &[&str]| parse(flags).map(|c| c.serve.telemetry.traces_exporter);
+    assert_eq!(exporter(&[]).unwrap(), TracesExporter::Otlp);
+    for (value, expected) in [
+        ("otlp", TracesExporter::Otlp),
+        ("otlp, otlp", TracesExporter::Otlp),
+        ("none", TracesExporter::None),
+        (" none ", TracesExporter::None),
+    ] {
+        assert_eq!(exporter(&["--traces-exporter", value]).unwrap(), expected);
+    }
+    for bad in ["zipkin", "otlp,zipkin", "none,otlp", "console", "otlp,"] {
+        let line = one_line(&exporter(&["--traces-exporter", bad]).unwrap_err());
+        assert!(line.contains("OTEL_TRACES_EXPORTER"), "{line}");
+        assert!(line.contains("expected otlp or none"), "{line}");
+    }
+    let t = |flags: &[&str]| parse(flags).unwrap().serve.telemetry;
+    assert!(t(&[]).traces_enabled());
+    assert!(!t(&["--traces-exporter", "none"]).traces_enabled());
+    assert!(!t(&["--otel-sdk-disabled", "true"]).traces_enabled());
 }
 
 #[test]
@@ -206,14 +243,62 @@ fn cross_field_rules() {
             .unwrap_err()
             .contains("PYROSCOPE_BASIC_AUTH_PASSWORD")
     );
-    let cli = parse(&["--traces-sampler", "traceidratio"]).unwrap();
-    assert!(
-        cli.serve
-            .telemetry
-            .validate()
-            .unwrap_err()
-            .contains("OTEL_TRACES_SAMPLER_ARG")
-    );
+    // The ratio samplers without their argument sample everything, as the spec has it.
+    for sampler in ["traceidratio", "parentbased_traceidratio"] {
+        let cli = parse(&["--traces-sampler", sampler]).unwrap();
+        assert_eq!(cli.serve.telemetry.validate(), Ok(()));
+    }
+}
+
+/// gRPC has no TLS in this build: an https:// traces endpoint with it is refused, naming the
+/// variables that chose both and the protocol that works.
+#[test]
+fn grpc_with_an_https_endpoint_is_refused() {
+    let error = |flags: &[&str]| parse(flags).unwrap().serve.telemetry.validate().err();
+    let e = error(&[
+        "--otlp-protocol",
+        "grpc",
+        "--otlp-endpoint",
+        "https://user:hunter2@tempo.example:4317",
+    ])
+    .expect("refused");
+    for named in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "http/protobuf",
+    ] {
+        assert!(e.contains(named), "{e:?} should name {named}");
+    }
+    assert!(!e.contains("hunter2") && !e.contains('\n'), "{e:?}");
+    let e = error(&[
+        "--otlp-traces-protocol",
+        "grpc",
+        "--otlp-traces-endpoint",
+        "https://tempo.example:4317",
+    ])
+    .expect("refused");
+    assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "{e:?}");
+    assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), "{e:?}");
+    // Plain http:// for gRPC, https:// for HTTP, and https:// with traces off are fine.
+    for ok in [
+        &[
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-endpoint",
+            "http://tempo:4317",
+        ][..],
+        &["--otlp-endpoint", "https://tempo.example/otlp"],
+        &[
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-endpoint",
+            "https://tempo.example:4317",
+            "--traces-exporter",
+            "none",
+        ],
+    ] {
+        assert_eq!(error(ok), None, "{ok:?}");
+    }
 }
 
 #[test]

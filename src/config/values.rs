@@ -41,12 +41,27 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Parsed `OTEL_RESOURCE_ATTRIBUTES`.
+/// Parsed `OTEL_RESOURCE_ATTRIBUTES`: the attributes besides `service.name`, and apart from them
+/// the `service.name` it gives. The service has one name, chosen by
+/// [`TelemetryArgs::service_name`](super::TelemetryArgs::service_name) (where this one ranks below
+/// `OTEL_SERVICE_NAME`, as the spec has it); keeping it out of the list means no resource built
+/// from the list, the traces' or the OTLP profiles', can carry a second, different name.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ResourceAttributes(pub Vec<(String, String)>);
+pub struct ResourceAttributes(pub Vec<(String, String)>, Option<String>);
+
+impl ResourceAttributes {
+    /// The `service.name` the variable gives, if any (the last, if given twice).
+    pub fn service_name(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+}
+
+/// The spec's resource attribute that names the service.
+const SERVICE_NAME_KEY: &str = "service.name";
 
 pub(crate) fn parse_resource_attributes(s: &str) -> Result<ResourceAttributes, String> {
     let mut out = Vec::new();
+    let mut service_name = None;
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair
             .split_once('=')
@@ -57,9 +72,17 @@ pub(crate) fn parse_resource_attributes(s: &str) -> Result<ResourceAttributes, S
         }
         let v = percent_decode(v)
             .ok_or_else(|| format!("bad percent-encoding in the value of {k:?}"))?;
-        out.push((k.to_owned(), v));
+        if k != SERVICE_NAME_KEY {
+            out.push((k.to_owned(), v));
+        } else if v.trim().is_empty() {
+            return Err(format!(
+                "empty {SERVICE_NAME_KEY}: give a name or leave it out"
+            ));
+        } else {
+            service_name = Some(v.trim().to_owned());
+        }
     }
-    Ok(ResourceAttributes(out))
+    Ok(ResourceAttributes(out, service_name))
 }
 
 /// The value decoded; `None` for a malformed escape (which the crate would pass through as is,
@@ -194,4 +217,30 @@ pub(crate) fn parse_profiles_exporters(s: &str) -> Result<ProfilesExporters, Str
         }
     }
     Ok(exporters)
+}
+
+/// Parsed `OTEL_TRACES_EXPORTER`: the spec's `otlp` (the default) or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracesExporter {
+    /// OTLP, as the `OTEL_EXPORTER_OTLP_*` variables configure it.
+    Otlp,
+    /// No span export: the service runs as with `OTEL_SDK_DISABLED=true` for traces.
+    None,
+}
+
+/// `otlp` or `none`, or a comma-separated list as the spec allows (`otlp,otlp` is `otlp`); an
+/// empty value is the default. `none` stands alone, and the spec's other exporters (`zipkin`,
+/// `console`) are not built in: refused, so a setting never silently sends nowhere.
+pub(crate) fn parse_traces_exporter(s: &str) -> Result<TracesExporter, String> {
+    if s.trim().is_empty() {
+        return Ok(TracesExporter::Otlp);
+    }
+    let names: Vec<&str> = s.split(',').map(str::trim).collect();
+    if names == ["none"] {
+        Ok(TracesExporter::None)
+    } else if names.iter().all(|n| *n == "otlp") {
+        Ok(TracesExporter::Otlp)
+    } else {
+        Err("expected otlp or none (none alone; zipkin and console are not built in)".into())
+    }
 }

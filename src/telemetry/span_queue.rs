@@ -98,27 +98,7 @@ impl<E: SpanExporter> Shared<E> {
     /// Export a batch when one is full, the delay has passed, or a flush or shutdown asks.
     fn run(&self) {
         loop {
-            let (batch, flush_target, shutdown) = {
-                let mut state = self.state();
-                let deadline = Instant::now() + self.config.scheduled_delay;
-                while state.queue.len() < self.config.max_export_batch_size
-                    && state.flush_requested == state.flush_done
-                    && !state.shutdown
-                {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    state = self
-                        .changed
-                        .wait_timeout(state, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                let n = state.queue.len().min(self.config.max_export_batch_size);
-                let batch: Vec<SpanData> = state.queue.drain(..n).collect();
-                (batch, state.flush_requested, state.shutdown)
-            };
+            let (batch, flush_target, shutdown) = self.next_batch();
             if !batch.is_empty() {
                 let exporter = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
                 // The exporter reports its own failures (see traces::Warning).
@@ -135,6 +115,33 @@ impl<E: SpanExporter> Shared<E> {
                 self.changed.notify_all();
             }
         }
+    }
+
+    /// Waits for the next batch: idle (nothing queued, nothing asked) it sleeps until a span, a
+    /// flush or shutdown arrives, never waking for nothing, so a zero delay cannot spin; from the
+    /// first queued span it waits at most the delay (zero: not at all) for a full batch. Returns
+    /// the batch, the flushes it answers and whether shutdown was asked.
+    fn next_batch(&self) -> (Vec<SpanData>, u64, bool) {
+        let asked = |s: &State| s.flush_requested != s.flush_done || s.shutdown;
+        let mut state = self.state();
+        while state.queue.is_empty() && !asked(&state) {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        let deadline = Instant::now() + self.config.scheduled_delay;
+        while state.queue.len() < self.config.max_export_batch_size && !asked(&state) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let n = state.queue.len().min(self.config.max_export_batch_size);
+        let batch: Vec<SpanData> = state.queue.drain(..n).collect();
+        (batch, state.flush_requested, state.shutdown)
     }
 
     /// Waits until `done(state)` or `timeout`.
@@ -174,7 +181,10 @@ impl<E: SpanExporter + 'static> SpanProcessor for OldestFirstBatch<E> {
                 );
             }
         }
-        if state.queue.len() >= self.shared.config.max_export_batch_size {
+        // Wake the worker when its wait may end: the first span ends an idle wait (and starts
+        // the delay), a full batch ends the delay early.
+        let queued = state.queue.len();
+        if queued == 1 || queued >= self.shared.config.max_export_batch_size {
             self.shared.changed.notify_all();
         }
     }
@@ -311,6 +321,61 @@ mod tests {
         tracer.in_span("c", |_| {});
         provider.shutdown().unwrap();
         assert_eq!(names(&exporter), vec!["a", "b", "c"]);
+    }
+
+    /// A zero `OTEL_BSP_SCHEDULE_DELAY` exports each span as soon as it is queued, and the worker
+    /// sleeps while nothing is queued instead of spinning (its CPU-time clock is Linux's).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zero_delay_exports_at_once_and_idles_without_spinning() {
+        let exporter = Recorder::default();
+        let processor = OldestFirstBatch::new(
+            exporter.clone(),
+            QueueConfig::new(2048, 512, Duration::ZERO),
+        );
+        for i in 0..3 {
+            let queued = Instant::now();
+            processor.on_end(span_data(&format!("s{i}"), i));
+            while names(&exporter).len() <= i as usize {
+                assert!(
+                    queued.elapsed() < Duration::from_secs(2),
+                    "span {i} not exported promptly"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(names(&exporter), vec!["s0", "s1", "s2"]);
+        let idle = Duration::from_millis(500);
+        let before = worker_cpu_time(&processor);
+        std::thread::sleep(idle);
+        let used = worker_cpu_time(&processor) - before;
+        assert!(
+            used < Duration::from_millis(25),
+            "the idle worker used {used:?} of CPU in {idle:?}"
+        );
+        processor.on_end(span_data("late", 9));
+        processor.shutdown().unwrap();
+        assert_eq!(names(&exporter), vec!["s0", "s1", "s2", "late"]);
+    }
+
+    /// CPU time the worker thread has used, from its CPU-time clock.
+    #[cfg(target_os = "linux")]
+    fn worker_cpu_time<E: SpanExporter>(processor: &OldestFirstBatch<E>) -> Duration {
+        use std::os::unix::thread::JoinHandleExt;
+        let worker = processor.worker.lock().unwrap();
+        let thread = worker.as_ref().expect("the worker runs").as_pthread_t();
+        let mut clock: libc::clockid_t = 0;
+        let mut time = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `thread` is alive (it is joined only at shutdown, which waits for this lock),
+        // and both calls write only to the locals they are given.
+        let rc = unsafe { libc::pthread_getcpuclockid(thread, &mut clock) };
+        assert_eq!(rc, 0, "pthread_getcpuclockid");
+        let rc = unsafe { libc::clock_gettime(clock, &mut time) };
+        assert_eq!(rc, 0, "clock_gettime");
+        Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
     }
 
     fn span_data(name: &str, i: u64) -> SpanData {

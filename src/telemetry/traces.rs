@@ -17,13 +17,14 @@ use crate::config::{OtlpProtocol, TelemetryArgs, TraceSampler, without_credentia
 /// At most one export-failure warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Builds the tracer provider, or `None` when `OTEL_SDK_DISABLED` is true.
+/// Builds the tracer provider, or `None` when traces are off (`OTEL_SDK_DISABLED=true` or
+/// `OTEL_TRACES_EXPORTER=none`): then no exporter and no span-export thread exist.
 pub fn tracer_provider(
     args: &TelemetryArgs,
     service_name: &str,
     attributes: Vec<KeyValue>,
 ) -> Result<Option<SdkTracerProvider>, String> {
-    if args.otel_sdk_disabled {
+    if !args.traces_enabled() {
         return Ok(None);
     }
     let endpoint = args.traces_endpoint();
@@ -47,19 +48,9 @@ pub fn tracer_provider(
         )
     })?;
 
-    let mut resource = Resource::builder_empty()
-        .with_attributes(
-            args.resource_attributes
-                .0
-                .iter()
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-        )
-        .with_attributes(attributes)
-        .with_service_name(service_name.to_owned());
-    resource = resource.with_attribute(KeyValue::new("telemetry.sdk.language", "rust"));
     let provider = SdkTracerProvider::builder()
         .with_sampler(sampler(args))
-        .with_resource(resource.build())
+        .with_resource(resource(args, service_name, attributes))
         .with_span_processor(OldestFirstBatch::new(
             Warning::new(exporter, without_credentials(&endpoint).to_string()),
             QueueConfig::new(
@@ -72,6 +63,26 @@ pub fn tracer_provider(
     Ok(Some(provider))
 }
 
+/// The traces' resource: `OTEL_RESOURCE_ATTRIBUTES` (its `service.name` already taken out by the
+/// parser), then the process's own attributes (e.g. `cloud.region`), then `service.name` =
+/// `service_name`, the name [`TelemetryArgs::service_name`] chose for the profiles too; each
+/// later attribute wins over an earlier one of the same key.
+fn resource(args: &TelemetryArgs, service_name: &str, attributes: Vec<KeyValue>) -> Resource {
+    Resource::builder_empty()
+        .with_attributes(
+            args.resource_attributes
+                .0
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_attributes(attributes)
+        .with_service_name(service_name.to_owned())
+        .with_attribute(KeyValue::new("telemetry.sdk.language", "rust"))
+        .build()
+}
+
+/// The spec's samplers; the ratio samplers without `OTEL_TRACES_SAMPLER_ARG` sample everything
+/// (ratio 1.0, the spec's default).
 fn sampler(args: &TelemetryArgs) -> Sampler {
     let ratio = args.traces_sampler_arg.unwrap_or(1.0);
     match args.traces_sampler {
@@ -172,5 +183,93 @@ impl<E: SpanExporter> SpanExporter for Warning<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use opentelemetry::{Key, Value};
+
+    use super::*;
+    use crate::config::Cli;
+
+    fn args(flags: &[&str]) -> TelemetryArgs {
+        let argv = std::iter::once("rideshare").chain(flags.iter().copied());
+        Cli::try_parse_from(argv).unwrap().serve.telemetry
+    }
+
+    /// `service.name` of the traces is the name the profiles get, whichever setting gave it.
+    #[test]
+    fn the_trace_resource_names_the_service_as_the_profiles_do() {
+        for flags in [
+            &[
+                "--resource-attributes",
+                "service.name=from-attributes,team=a",
+            ][..],
+            &[
+                "--resource-attributes",
+                "service.name=from-attributes",
+                "--otel-service-name",
+                "from-otel",
+            ],
+            &[
+                "--resource-attributes",
+                "service.name=from-attributes",
+                "--pyroscope-application-name",
+                "from-pyroscope",
+            ],
+            &["--pyroscope-application-name", "from-pyroscope"],
+        ] {
+            let args = args(flags);
+            let name = args.service_name("default");
+            let extra = vec![KeyValue::new("cloud.region", "eu-north")];
+            let resource = resource(&args, &name, extra);
+            assert_eq!(
+                resource.get(&Key::new("service.name")),
+                Some(Value::from(name.clone())),
+                "{flags:?}"
+            );
+            assert_eq!(
+                resource.get(&Key::new("cloud.region")),
+                Some(Value::from("eu-north"))
+            );
+        }
+        let args = args(&["--resource-attributes", "service.name=a,team=t"]);
+        assert_eq!(args.service_name("default"), "a");
+        let team = resource(&args, "a", vec![]).get(&Key::new("team"));
+        assert_eq!(team, Some(Value::from("t")));
+    }
+
+    #[test]
+    fn a_ratio_sampler_without_its_argument_samples_everything() {
+        for (sampler_name, expected) in [
+            ("traceidratio", "TraceIdRatioBased(1.0)"),
+            (
+                "parentbased_traceidratio",
+                "ParentBased(TraceIdRatioBased(1.0))",
+            ),
+        ] {
+            let args = args(&["--traces-sampler", sampler_name]);
+            assert_eq!(args.validate(), Ok(()));
+            assert_eq!(format!("{:?}", sampler(&args)), expected);
+        }
+        let args = args(&[
+            "--traces-sampler",
+            "traceidratio",
+            "--traces-sampler-arg",
+            "0.25",
+        ]);
+        assert_eq!(format!("{:?}", sampler(&args)), "TraceIdRatioBased(0.25)");
+    }
+
+    /// `none` builds nothing for traces: no exporter, no span-export thread.
+    #[test]
+    fn traces_exporter_none_builds_no_pipeline() {
+        let none = args(&["--traces-exporter", "none"]);
+        assert!(!none.traces_enabled());
+        assert!(tracer_provider(&none, "s", vec![]).unwrap().is_none());
+        let disabled = args(&["--otel-sdk-disabled", "true"]);
+        assert!(tracer_provider(&disabled, "s", vec![]).unwrap().is_none());
     }
 }

@@ -18,6 +18,15 @@ const DASHBOARD: &str = "grafana/dashboards/rideshare.json";
 const PYROSCOPE_SERVICE_LABEL: &str = "service_name";
 /// The trace resource attribute that names the service.
 const SERVICE_NAME_ATTRIBUTE: &str = "service.name";
+/// The Profiles Drilldown app (Drilldown > Profiles), which the dashboard links to.
+const DRILLDOWN_APP: &str = "grafana-pyroscope-app";
+/// Feature toggles Grafana has removed (their features are always on), with the release that
+/// dropped them: naming one configures nothing and sends readers after a setting that is gone.
+const REMOVED_TOGGLES: &[(&str, &str)] = &[
+    ("traceToProfiles", "10.4"),
+    ("tracesEmbeddedFlameGraph", "10.4"),
+    ("traceToMetrics", "11.0"),
+];
 
 fn datasources() -> Vec<Value> {
     yaml(DATASOURCES)["datasources"]
@@ -190,7 +199,7 @@ fn grafana_is_provisioned_with_the_drilldown_app_and_anonymous_viewers() {
     assert_no_problems("Grafana", &problems);
 }
 
-/// Anonymous Viewers, the Profiles Drilldown app and the trace-to-profile feature toggles.
+/// Anonymous Viewers, and the Profiles Drilldown app installed without stopping Grafana.
 fn check_grafana_settings(
     grafana: &str,
     env: &BTreeMap<String, String>,
@@ -207,23 +216,42 @@ fn check_grafana_settings(
             get("GF_AUTH_ANONYMOUS_ORG_ROLE")
         ));
     }
-    let plugins = get("GF_PLUGINS_PREINSTALL_SYNC");
-    if !plugins
-        .split(',')
-        .any(|p| p.trim().starts_with("grafana-pyroscope-app"))
-    {
-        problems.push(format!(
-            "{grafana}: GF_PLUGINS_PREINSTALL_SYNC={plugins:?} lacks grafana-pyroscope-app \
-             (Profiles Drilldown)"
-        ));
-    }
-    let toggles = get("GF_FEATURE_TOGGLES_ENABLE");
-    for t in ["traceToProfiles", "tracesEmbeddedFlameGraph"] {
-        if !toggles.split([' ', ',']).any(|x| x == t) {
+    check_plugin_install(grafana, &get, problems);
+}
+
+/// The Profiles Drilldown app is one of Grafana's default preinstalled plugins, installed in the
+/// background, where a failure is only logged. A synchronous install (`preinstall_sync`, what
+/// `GF_INSTALL_PLUGINS` migrates to, or every preinstall once `preinstall_async` is false) stops
+/// Grafana when it fails, so offline the UI would never come up: none may be configured, and
+/// the app must be neither disabled nor left out of the preinstall.
+fn check_plugin_install(grafana: &str, get: &dyn Fn(&str) -> String, problems: &mut Vec<String>) {
+    for sync in ["GF_PLUGINS_PREINSTALL_SYNC", "GF_INSTALL_PLUGINS"] {
+        if !get(sync).trim().is_empty() {
             problems.push(format!(
-                "{grafana}: GF_FEATURE_TOGGLES_ENABLE={toggles:?} lacks {t}"
+                "{grafana}: {sync}={:?} installs synchronously: a failed install stops Grafana \
+                 (offline, the UI never comes up); use GF_PLUGINS_PREINSTALL",
+                get(sync)
             ));
         }
+    }
+    if get("GF_PLUGINS_PREINSTALL_ASYNC").trim() == "false" {
+        problems.push(format!(
+            "{grafana}: GF_PLUGINS_PREINSTALL_ASYNC=false makes every preinstall synchronous"
+        ));
+    }
+    if get("GF_PLUGINS_PREINSTALL_DISABLED").trim() == "true" {
+        problems.push(format!(
+            "{grafana}: GF_PLUGINS_PREINSTALL_DISABLED=true leaves out the Profiles Drilldown app"
+        ));
+    }
+    let disabled = get("GF_PLUGINS_DISABLE_PLUGINS");
+    if disabled
+        .split([',', ' '])
+        .any(|p| p.trim() == DRILLDOWN_APP)
+    {
+        problems.push(format!(
+            "{grafana}: GF_PLUGINS_DISABLE_PLUGINS={disabled:?} disables {DRILLDOWN_APP}"
+        ));
     }
 }
 
@@ -540,4 +568,43 @@ impl DashboardCheck {
                 .push("no Tempo table of traces to open a span's profile from".into());
         }
     }
+}
+
+/// No file of the stack or its docs names a removed feature toggle, in any form (a
+/// `GF_FEATURE_TOGGLES_*` variable, a grafana.ini line, advice in the README).
+#[test]
+fn no_removed_feature_toggle_is_named() {
+    let mut files = vec!["docker-compose.yml".to_owned(), "README.md".to_owned()];
+    files.extend(files_under("grafana"));
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = crate::read(file);
+        let words: BTreeSet<&str> = text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .collect();
+        for (toggle, release) in REMOVED_TOGGLES {
+            if words.contains(toggle) {
+                problems.push(format!(
+                    "{file} names the feature toggle {toggle}, removed in Grafana {release} \
+                     (the feature is always on)"
+                ));
+            }
+        }
+    }
+    assert_no_problems("removed feature toggles", &problems);
+}
+
+/// Every file below `dir`, repository-relative.
+fn files_under(dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(crate::path(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    for entry in entries {
+        let rel = format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy());
+        if crate::path(&rel).is_dir() {
+            out.extend(files_under(&rel));
+        } else {
+            out.push(rel);
+        }
+    }
+    out
 }

@@ -10,8 +10,11 @@
 //!   otel/tempo.yaml, read by `tempo`; Pyroscope 4040; the rideshare listen address); health
 //!   checks, start order, published ports bound to 127.0.0.1;
 //! - `grafana`: the data sources reach their backends, the Tempo data source links spans to
-//!   profiles the service really pushes, anonymous users are Viewers, and the dashboard only asks
-//!   for labels and values the service emits (its query languages parsed by `query_syntax`);
+//!   profiles the service really pushes, anonymous users are Viewers, the Profiles Drilldown app
+//!   is installed in the background (never synchronously), no removed feature toggle is named,
+//!   and the dashboard only asks for labels and values the service emits (its query languages
+//!   parsed by `query_syntax`);
+//! - `paths`: every repository path the dashboards and README.md name exists;
 //! - `dockerfile`: the image builds with `--release --locked` and ships every binary of the
 //!   package (as `package` reads it from cargo metadata); .dockerignore keeps the sources in.
 
@@ -20,6 +23,7 @@ mod dockerfile;
 mod grafana;
 mod package;
 mod parsers;
+mod paths;
 mod query_syntax;
 mod stack;
 mod tempo;
