@@ -13,7 +13,7 @@ use tracing_subscriber::prelude::*;
 use url::Url;
 
 use super::scenario::CONCURRENCY;
-use crate::config::{OtlpProtocol, TelemetryArgs, TraceSampler};
+use crate::config::{OtlpProtocol, TelemetryArgs, TraceSampler, TracesExporter};
 use crate::loadgen::{self, Plan};
 use telemetry_capture::{Capture, ReceiverHandle};
 
@@ -62,6 +62,7 @@ fn client_telemetry(receiver: &ReceiverHandle) -> Result<TelemetryArgs, String> 
     let mut t = TelemetryArgs::from_env()
         .map_err(|e| format!("load generator: {}", crate::config::one_line(&e)))?;
     t.otel_sdk_disabled = false;
+    t.traces_exporter = TracesExporter::Otlp;
     t.otlp_traces_protocol = Some(OtlpProtocol::HttpProtobuf);
     t.otlp_traces_endpoint = Some(
         Url::parse(&format!(
