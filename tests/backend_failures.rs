@@ -799,3 +799,94 @@ async fn hostile_input_gets_clear_errors_and_fresh_traces() {
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
 }
+
+/// The server span of a request whose request line a client made as large as the server takes:
+/// through hyper and the real exporter, named by method and route only, with `_OTHER` for an
+/// unknown method and no value over 1 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_request_lines_get_bounded_spans_named_per_the_semantic_conventions() {
+    const MAX_VALUE_BYTES: usize = 1024;
+    let capture = Capture::new();
+    let receiver = capture.serve_http(any_port()).await.unwrap();
+    let service = Service::start(&[
+        ("RIDESHARE_WORK_SCALE", "0.001".into()),
+        ("PYROSCOPE_ENABLED", "false".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ])
+    .await;
+    let long_method = format!("XAALZ{}", "Q".repeat(1995));
+    let path_8k = format!("/{}", "a".repeat(8 * 1024 - 1));
+    let path_10k = format!("/{}", "b".repeat(10_000));
+    // (method, path, status, span name, http.request.method, its original, url.path)
+    let original = &long_method[..MAX_VALUE_BYTES];
+    let cases = [
+        (
+            &*long_method,
+            "/nope",
+            404,
+            "HTTP",
+            "_OTHER",
+            Some(original),
+            "/nope",
+        ),
+        (
+            &*long_method,
+            "/car",
+            405,
+            "HTTP /car",
+            "_OTHER",
+            Some(original),
+            "/car",
+        ),
+        (
+            "GET",
+            &*path_8k,
+            404,
+            "GET",
+            "GET",
+            None,
+            &path_8k[..MAX_VALUE_BYTES],
+        ),
+        (
+            "GET",
+            &*path_10k,
+            414,
+            "GET",
+            "GET",
+            None,
+            &path_10k[..MAX_VALUE_BYTES],
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (method, path, status, ..) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = client.request(method, service.url(path)).send().await;
+        assert_eq!(r.unwrap().status(), status, "{path:.40}");
+    }
+    let hostile = |c: &Capture| {
+        let spans = c.spans();
+        let not_ready_checks = spans.iter().filter(|s| s.attr_str("url.path") != Some("/"));
+        not_ready_checks.count() >= cases.len()
+    };
+    capture
+        .wait_for(hostile, Duration::from_secs(10))
+        .await
+        .expect("spans arrive");
+    let spans = capture.spans();
+    for (_, _, status, name, method, original, path) in cases {
+        let span = spans
+            .iter()
+            .find(|s| {
+                s.name == name && s.attr_i64("http.response.status_code") == Some(i64::from(status))
+            })
+            .unwrap_or_else(|| panic!("no span {name} with {status} in {:.2000?}", spans));
+        assert_eq!(span.attr_str("http.request.method"), Some(method), "{name}");
+        assert_eq!(span.attr_str("http.request.method_original"), original);
+        assert_eq!(span.attr_str("url.path"), Some(path), "{name}");
+        for (key, value) in &span.attributes {
+            let len = value.as_str().map_or(0, str::len);
+            assert!(len <= MAX_VALUE_BYTES, "{name}: {key} has {len} bytes");
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Property tests of everything the service parses from outside: the query string, the trace
 //! context headers, and configuration values. Whatever the input: no panic, and either the
 //! documented value or a clear, one-line error. The parsers alone, then the service's own router
-//! with its middleware, so the axum extractors and the span middleware are covered too. (The
-//! `search_radius` parser alone is a unit test next to it, in `src/service/routes.rs`.)
+//! with its middleware, so the axum extractors and the span middleware are covered too: whatever
+//! the request line, the server span is named by method and route only and holds no value over
+//! 1 KiB. (The `search_radius` parser alone is a unit test next to it, in
+//! `src/service/routes.rs`.)
 
 use clap::Parser;
 use opentelemetry::propagation::TextMapPropagator;
@@ -10,14 +12,15 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use proptest::prelude::*;
 use rideshare::config::{Cli, one_line};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderValue, Request, StatusCode, Uri};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
+use opentelemetry::Value;
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider, SpanData};
 use proptest::test_runner::{TestCaseError, TestRunner};
 use rideshare::config::Hotspot;
 use rideshare::service::{AppState, Limits, router};
@@ -148,29 +151,72 @@ fn well_formed(traceparent: &[u8]) -> bool {
         && parts[2].bytes().any(|b| b != b'0')
 }
 
+/// The service's router with every span going to an in-memory exporter: requests go straight
+/// into it, and each one's server span comes back to be checked.
+struct Harness {
+    exporter: InMemorySpanExporter,
+    provider: SdkTracerProvider,
+    runtime: tokio::runtime::Runtime,
+    app: axum::Router,
+    _subscriber: tracing::subscriber::DefaultGuard,
+}
+
+impl Harness {
+    fn new() -> Self {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::AlwaysOn)
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("input_properties")));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(AppState::new(
+            "rideshare".into(),
+            "us-east".into(),
+            0.0001,
+            Hotspot::Off,
+        ));
+        Harness {
+            exporter,
+            provider,
+            runtime,
+            app: router(state, Limits::new(64, Duration::from_secs(10))),
+            _subscriber: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Sends `request` and returns the response's status and body, and the server span.
+    fn send(&self, request: Request<Body>) -> Result<(StatusCode, Bytes, SpanData), TestCaseError> {
+        self.exporter.reset();
+        let response = self
+            .runtime
+            .block_on(self.app.clone().oneshot(request))
+            .unwrap();
+        let status = response.status();
+        let body = self
+            .runtime
+            .block_on(axum::body::to_bytes(response.into_body(), 64 * 1024))
+            .unwrap();
+        self.provider.force_flush().unwrap();
+        let server = self
+            .exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.span_kind == SpanKind::Server)
+            .ok_or_else(|| TestCaseError::fail("no server span"))?;
+        Ok((status, body, server))
+    }
+}
+
 #[test]
 fn any_query_and_trace_context_through_the_router_gets_an_order_or_a_clear_400() {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_sampler(Sampler::AlwaysOn)
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("input_properties")));
-    let _subscriber = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let state = Arc::new(AppState::new(
-        "rideshare".into(),
-        "us-east".into(),
-        0.0001,
-        Hotspot::Off,
-    ));
-    let app = router(state, Limits::new(64, Duration::from_secs(10)));
-
+    let harness = Harness::new();
     let mut runner = TestRunner::new(ProptestConfig::with_cases(1000));
     let strategy = (query_strategy(), header_strategy(), header_strategy());
     runner
@@ -184,14 +230,7 @@ fn any_query_and_trace_context_through_the_router_gets_an_order_or_a_clear_400()
                     request = request.header(name, HeaderValue::from_bytes(value).unwrap());
                 }
             }
-            exporter.reset();
-            let response = runtime
-                .block_on(app.clone().oneshot(request.body(Body::empty()).unwrap()))
-                .unwrap();
-            let status = response.status();
-            let body = runtime
-                .block_on(axum::body::to_bytes(response.into_body(), 64 * 1024))
-                .unwrap();
+            let (status, body, server) = harness.send(request.body(Body::empty()).unwrap())?;
             let json: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| TestCaseError::fail(format!("{status}: body is not JSON: {e}")))?;
             match expected_radius(uri.query().unwrap_or("")) {
@@ -209,12 +248,6 @@ fn any_query_and_trace_context_through_the_router_gets_an_order_or_a_clear_400()
 
             // The server span continues the caller's trace exactly when its traceparent is
             // well-formed, and otherwise starts a fresh one.
-            provider.force_flush().unwrap();
-            let spans = exporter.get_finished_spans().unwrap();
-            let server = spans
-                .iter()
-                .find(|s| s.span_kind == SpanKind::Server)
-                .ok_or_else(|| TestCaseError::fail("no server span"))?;
             let adopted = server.parent_span_id != SpanId::INVALID;
             let valid = traceparent.as_deref().is_some_and(well_formed);
             prop_assert_eq!(adopted, valid, "traceparent {:?}", traceparent);
@@ -226,5 +259,243 @@ fn any_query_and_trace_context_through_the_router_gets_an_order_or_a_clear_400()
             prop_assert!(server.span_context.is_valid());
             Ok(())
         })
+        .unwrap();
+}
+
+/// The methods the OTel HTTP semantic conventions call known (RFC 9110's and PATCH), written
+/// out here rather than taken from the service, so a change there shows up as a failure.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+/// Most bytes of a string attribute the server span records from the request.
+const MAX_VALUE_BYTES: usize = 1024;
+/// Longest span name allowed: any more and it was not built from the service's own words.
+const MAX_NAME_CHARS: usize = 64;
+
+/// The service's routes.
+fn routes() -> Vec<&'static str> {
+    std::iter::once("/")
+        .chain(Vehicle::ALL.map(Vehicle::route))
+        .collect()
+}
+
+/// Every name a server span may have: a method alone, or a method and a route; `HTTP` stands
+/// for any method the conventions do not know.
+fn allowed_span_names() -> HashSet<String> {
+    let methods = KNOWN_METHODS.into_iter().chain(["HTTP"]);
+    methods
+        .flat_map(|m| {
+            let routed = routes().into_iter().map(move |r| format!("{m} {r}"));
+            std::iter::once(m.to_owned()).chain(routed)
+        })
+        .collect()
+}
+
+/// The server span's attributes that the semantic conventions define, by key.
+fn semconv_attributes(span: &SpanData) -> BTreeMap<&'static str, Value> {
+    let keys = [
+        "http.request.method",
+        "http.request.method_original",
+        "http.route",
+        "http.response.status_code",
+        "url.path",
+        "url.scheme",
+        "network.protocol.version",
+    ];
+    keys.into_iter()
+        .filter_map(|key| {
+            let found = span.attributes.iter().find(|kv| kv.key.as_str() == key);
+            found.map(|kv| (key, kv.value.clone()))
+        })
+        .collect()
+}
+
+/// What holds for the server span of any request, whatever it sent: a short name from the
+/// allowed set, a known method or `_OTHER`, and no string value over [`MAX_VALUE_BYTES`].
+fn check_bounded(span: &SpanData) -> Result<(), TestCaseError> {
+    prop_assert!(span.name.chars().count() <= MAX_NAME_CHARS, "{}", span.name);
+    prop_assert!(
+        allowed_span_names().contains(span.name.as_ref()),
+        "{}",
+        span.name
+    );
+    let method = span
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "http.request.method")
+        .map(|kv| kv.value.as_str().into_owned());
+    let method = method.ok_or_else(|| TestCaseError::fail("no http.request.method"))?;
+    prop_assert!(KNOWN_METHODS.contains(&method.as_str()) || method == "_OTHER");
+    for kv in &span.attributes {
+        if let Value::String(value) = &kv.value {
+            prop_assert!(
+                value.as_str().len() <= MAX_VALUE_BYTES,
+                "{} is too long",
+                kv.key
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A request with no body.
+fn request(method: &str, target: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(target)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// One request line and the status, span name and semantic-convention attributes it must give.
+struct Case {
+    method: String,
+    target: String,
+    status: u16,
+    name: &'static str,
+    attributes: Vec<(&'static str, Value)>,
+}
+
+impl Case {
+    fn new(method: &str, target: &str, status: u16, name: &'static str) -> Self {
+        Case {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            status,
+            name,
+            attributes: vec![
+                ("network.protocol.version", "1.1".into()),
+                ("url.scheme", "http".into()),
+                ("http.response.status_code", i64::from(status).into()),
+            ],
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.attributes.push((key, value.into()));
+        self
+    }
+}
+
+/// Ordinary requests and hostile ones, with the exact span each must give: named by method and
+/// route (`HTTP` for a method the conventions do not know), the method as sent or `_OTHER` with
+/// the original beside it, and every value the request supplies cut to 1 KiB.
+fn request_line_cases() -> Vec<Case> {
+    let long_method = format!("XAALZ{}", "Q".repeat(1995));
+    let path_8k = format!("/{}", "a".repeat(8 * 1024 - 1));
+    let path_10k = format!("/{}", "b".repeat(10_000));
+    let query_10k = format!("/bike?x={}", "c".repeat(10_000));
+    vec![
+        Case::new("GET", "/car?search_radius=1", 200, "GET /car")
+            .with("http.request.method", "GET")
+            .with("http.route", "/car")
+            .with("url.path", "/car"),
+        Case::new("GET", "/", 200, "GET /")
+            .with("http.request.method", "GET")
+            .with("http.route", "/")
+            .with("url.path", "/"),
+        Case::new("GET", "/nope", 404, "GET")
+            .with("http.request.method", "GET")
+            .with("url.path", "/nope"),
+        Case::new(&long_method, "/nope", 404, "HTTP")
+            .with("http.request.method", "_OTHER")
+            .with(
+                "http.request.method_original",
+                long_method[..MAX_VALUE_BYTES].to_owned(),
+            )
+            .with("url.path", "/nope"),
+        Case::new(&long_method, "/car", 405, "HTTP /car")
+            .with("http.request.method", "_OTHER")
+            .with(
+                "http.request.method_original",
+                long_method[..MAX_VALUE_BYTES].to_owned(),
+            )
+            .with("http.route", "/car")
+            .with("url.path", "/car"),
+        Case::new("get", "/car", 405, "HTTP /car")
+            .with("http.request.method", "_OTHER")
+            .with("http.request.method_original", "get")
+            .with("http.route", "/car")
+            .with("url.path", "/car"),
+        Case::new("PATCH", "/nope", 404, "PATCH")
+            .with("http.request.method", "PATCH")
+            .with("url.path", "/nope"),
+        Case::new("GET", &path_8k, 404, "GET")
+            .with("http.request.method", "GET")
+            .with("url.path", path_8k[..MAX_VALUE_BYTES].to_owned()),
+        Case::new("GET", &path_10k, 414, "GET")
+            .with("http.request.method", "GET")
+            .with("url.path", path_10k[..MAX_VALUE_BYTES].to_owned()),
+        Case::new("GET", &query_10k, 414, "GET /bike")
+            .with("http.request.method", "GET")
+            .with("http.route", "/bike")
+            .with("url.path", "/bike"),
+    ]
+}
+
+#[test]
+fn hostile_request_lines_get_bounded_spans_named_per_the_semantic_conventions() {
+    let harness = Harness::new();
+    for case in request_line_cases() {
+        let shown = format!("{:.40} {:.40}", case.method, case.target);
+        let (status, _, span) = harness.send(request(&case.method, &case.target)).unwrap();
+        assert_eq!(status.as_u16(), case.status, "{shown}");
+        assert_eq!(span.name, case.name, "{shown}");
+        let expected: BTreeMap<&str, Value> = case.attributes.into_iter().collect();
+        assert_eq!(semconv_attributes(&span), expected, "{shown}");
+        check_bounded(&span).unwrap();
+    }
+}
+
+/// A method as a client may send one: a known one, one in another case, or any token.
+fn method_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(KNOWN_METHODS.to_vec()).prop_map(str::to_owned),
+        prop::sample::select(KNOWN_METHODS.to_vec()).prop_map(str::to_lowercase),
+        "[A-Za-z]{1,12}",
+        "[!#$&'*+.^_`|~0-9A-Za-z-]{1,2000}",
+    ]
+}
+
+/// A request target: a route or not, with a short or oversized path or query.
+fn target_strategy() -> impl Strategy<Value = String> {
+    let path = prop_oneof![
+        prop::sample::select(routes()).prop_map(str::to_owned),
+        "/[A-Za-z0-9._~!$&'()*+,;=:@/-]{0,40}",
+        (0usize..10_000).prop_map(|n| format!("/{}", "p".repeat(n))),
+    ];
+    let query = prop::option::of(prop_oneof![
+        "[a-z0-9=&]{0,20}",
+        (0usize..10_000).prop_map(|n| "q".repeat(n)),
+    ]);
+    (path, query).prop_map(|(path, query)| match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    })
+}
+
+#[test]
+fn any_request_line_names_its_span_only_by_method_and_route() {
+    let harness = Harness::new();
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(300));
+    runner
+        .run(
+            &(method_strategy(), target_strategy()),
+            |(method, target)| {
+                let uri: Uri = target
+                    .parse()
+                    .map_err(|_| TestCaseError::reject("not a request target"))?;
+                let (_, _, span) = harness.send(request(&method, &target))?;
+                check_bounded(&span)?;
+                let known = KNOWN_METHODS.contains(&method.as_str());
+                let name_method = if known { method.as_str() } else { "HTTP" };
+                let expected = match routes().contains(&uri.path()) {
+                    true => format!("{name_method} {}", uri.path()),
+                    false => name_method.to_owned(),
+                };
+                prop_assert_eq!(span.name.as_ref(), expected.as_str());
+                Ok(())
+            },
+        )
         .unwrap();
 }
