@@ -82,8 +82,11 @@ impl ProfilerConfig {
     pub fn start(self) -> Result<Profiler, Error> {
         let server = self.server_url()?;
         self.check()?;
+        // No redirects: one would turn the POST into a GET and carry the tenant and
+        // credentials to whatever host it names.
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::new(format!("cannot build the HTTP client: {e}")))?;
         let destinations = self.destinations(server, &client)?;
@@ -113,6 +116,12 @@ impl ProfilerConfig {
     ) -> Result<Vec<Destination>, Error> {
         let mut destinations = Vec::new();
         if self.to_pyroscope {
+            let mut server = server;
+            if self.basic_auth.is_some() {
+                // Credentials in the URL too would make a second `Authorization` header.
+                let _ = server.set_username("");
+                let _ = server.set_password(None);
+            }
             let mut series = vec![("service_name".to_owned(), self.application_name.clone())];
             series.extend(self.tags.iter().cloned());
             let target = PushTarget {

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use url::Url;
 
 use super::{OtlpProfilesConfig, OtlpProtocol, shown};
-use crate::push::failure::{Failure, Outcome, error_chain, parse_retry_after};
+use crate::push::failure::{Failure, Outcome, error_body, error_chain, parse_retry_after};
 
 /// An OTLP profiles client for one endpoint.
 pub(crate) struct Exporter {
@@ -105,7 +105,7 @@ impl Exporter {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = response.text().await.unwrap_or_default();
+        let text = error_body(response).await;
         // The OTLP spec: only these are worth sending again.
         let retryable = [429, 502, 503, 504].contains(&status);
         Failure::from_status_with(status, &text, retry_after, retryable)

@@ -8,7 +8,7 @@ use pyroscope::encode::r#gen::google::Profile;
 use url::Url;
 
 use super::encode::push_body;
-use super::failure::{Failure, Outcome, error_chain, parse_retry_after};
+use super::failure::{Failure, Outcome, error_body, error_chain, parse_retry_after};
 use super::target::PushTarget;
 use crate::labels::TRACE_ID_LABEL;
 
@@ -171,6 +171,6 @@ async fn push(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let text = response.text().await.unwrap_or_default();
+    let text = error_body(response).await;
     Failure::from_status(status.as_u16(), &text, retry_after)
 }

@@ -76,6 +76,22 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// The most of an error body read: enough for a message, never a whole page a proxy sends.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// The start of a failed response's body, as text, reading at most [`MAX_ERROR_BODY`] bytes.
+pub(crate) async fn error_body(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// An error and its sources on one line.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
