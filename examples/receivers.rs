@@ -63,6 +63,7 @@ async fn main() {
 struct Totals {
     spans: u64,
     profiles: u64,
+    otlp_profiles: u64,
     cpu_samples: u64,
     labelled_samples: u64,
     folded: Option<std::fs::File>,
@@ -75,24 +76,34 @@ impl Totals {
             self.profiles += 1;
             let period = profile.period().max(1);
             for sample in profile.samples() {
-                let n = (sample.value / period).max(0) as u64;
-                self.cpu_samples += n;
-                if sample.label("span_id").is_some() {
-                    self.labelled_samples += n;
-                }
-                if let Some(file) = &mut self.folded {
-                    use std::io::Write;
-                    let _ = writeln!(file, "{} {n}", sample.stack.join(";"));
-                }
+                self.sample(&sample, (sample.value / period).max(0) as u64);
+            }
+        }
+        // OTLP profiles: a sample's value is already its count of CPU samples.
+        for profile in capture.otlp_profiles() {
+            self.otlp_profiles += 1;
+            for sample in profile.samples() {
+                self.sample(&sample, sample.value.max(0) as u64);
             }
         }
         capture.clear();
     }
 
+    fn sample(&mut self, sample: &telemetry_capture::CapturedSample, n: u64) {
+        self.cpu_samples += n;
+        if sample.label("span_id").is_some() {
+            self.labelled_samples += n;
+        }
+        if let Some(file) = &mut self.folded {
+            use std::io::Write;
+            let _ = writeln!(file, "{} {n}", sample.stack.join(";"));
+        }
+    }
+
     fn json(&self) -> String {
         format!(
-            r#"{{"spans":{},"profiles":{},"cpu_samples":{},"span_labelled_samples":{}}}"#,
-            self.spans, self.profiles, self.cpu_samples, self.labelled_samples
+            r#"{{"spans":{},"profiles":{},"otlp_profiles":{},"cpu_samples":{},"span_labelled_samples":{}}}"#,
+            self.spans, self.profiles, self.otlp_profiles, self.cpu_samples, self.labelled_samples
         )
     }
 }
