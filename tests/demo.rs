@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -29,21 +29,35 @@ struct Demo {
     report: Value,
 }
 
-/// Runs the demo once for all tests; a failure is kept and reported by each.
+/// Runs the push demo once for all tests; a failure is kept and reported by each.
 fn demo() -> &'static Demo {
     static DEMO: OnceLock<Result<Demo, String>> = OnceLock::new();
-    match DEMO.get_or_init(run_demo) {
+    match DEMO.get_or_init(|| run_demo("pyroscope", "demo-report")) {
         Ok(demo) => demo,
         Err(e) => panic!("the demo failed: {e}"),
     }
 }
 
-fn run_demo() -> Result<Demo, String> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-report");
+/// The same demo with `--profiles otlp`, run once.
+fn otlp_demo() -> &'static Demo {
+    static DEMO: OnceLock<Result<Demo, String>> = OnceLock::new();
+    match DEMO.get_or_init(|| run_demo("otlp", "demo-report-otlp")) {
+        Ok(demo) => demo,
+        Err(e) => panic!("the demo with --profiles otlp failed: {e}"),
+    }
+}
+
+/// One demo at a time: two at once on a small machine would starve each other's regions, and
+/// the hotspot the checks look for is a matter of CPU share.
+static ONE_DEMO_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_demo(profiles: &str, dir_name: &str) -> Result<Demo, String> {
+    let _one = ONE_DEMO_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir_name);
     let _ = std::fs::remove_dir_all(&dir);
     let started = Instant::now();
     let mut child = Command::new(BIN)
-        .args(["demo", "--duration", "8s", "--out"])
+        .args(["demo", "--duration", "8s", "--profiles", profiles, "--out"])
         .arg(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -75,7 +89,7 @@ fn run_demo() -> Result<Demo, String> {
     };
     let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
     eprintln!(
-        "demo took {:.1?}; stdout:\n{stdout}stderr:\n{stderr}",
+        "demo --profiles {profiles} took {:.1?}; stdout:\n{stdout}stderr:\n{stderr}",
         started.elapsed()
     );
     if !status.success() {
@@ -229,31 +243,10 @@ fn the_report_is_what_the_raw_captures_say() {
     let demo = demo();
     let report = &demo.report;
 
-    // The terminal: where the report is, and the three answers.
-    let lines: Vec<&str> = demo.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", demo.stdout);
-    let index = lines[0]
-        .strip_prefix("report: ")
-        .expect("the report's path");
+    check_answers(demo);
     assert!(
-        Path::new(index).ends_with("demo-report/index.html"),
-        "{index}"
-    );
-    assert!(
-        lines[1].starts_with("top function (inclusive CPU"),
-        "{}",
-        lines[1]
-    );
-    assert!(lines[1].contains("order_car"), "{}", lines[1]);
-    assert!(
-        lines[2].starts_with("hotspot region (most CPU in mutex_lock): eu-north"),
-        "{}",
-        lines[2]
-    );
-    assert!(
-        lines[3].starts_with("slowest trace: GET /car in eu-north"),
-        "{}",
-        lines[3]
+        report.get("profiles_via").is_none(),
+        "a push report reads as before there was a choice"
     );
 
     let by_region = samples_by_region(demo);
@@ -399,23 +392,6 @@ fn the_report_is_what_the_raw_captures_say() {
             "the waterfall shows the whole trace"
         );
     }
-    let first = &slowest[0];
-    assert_eq!(
-        first["region"], "eu-north",
-        "the slowest request waited for the eu-north lock"
-    );
-    assert_eq!(first["root_name"], "GET /car");
-    assert!(
-        first["cpu_ns"].as_i64().unwrap() > 0,
-        "the slowest request has samples"
-    );
-    assert!(
-        json_folded(&first["folded"])
-            .keys()
-            .any(|stack| stack.split(';').any(|f| is_function(f, "order_car"))),
-        "the slowest request's samples are inside order_car"
-    );
-
     // The diff: eu-north against us-east, mutex_lock on the eu-north side only.
     let diff = &report["diff"];
     assert_eq!(diff["baseline"], "us-east");
@@ -463,6 +439,102 @@ fn the_report_is_what_the_raw_captures_say() {
         .map(|s| s.value)
         .sum();
     assert_eq!(functions[0]["inclusive_ns"].as_i64(), Some(order_car));
+}
+
+/// What the report must show whichever way the profiles came: the three answers on the
+/// terminal, CPU in every region, eu-north's `mutex_lock` hotspot, and the slowest requests each
+/// with the flame graph of its own samples, on a page that fetches nothing.
+fn check_answers(demo: &Demo) {
+    let report = &demo.report;
+    let lines: Vec<&str> = demo.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", demo.stdout);
+    let index = lines[0]
+        .strip_prefix("report: ")
+        .expect("the report's path");
+    let page = Path::new(demo.dir.file_name().unwrap()).join("index.html");
+    assert!(Path::new(index).ends_with(&page), "{index}");
+    assert!(
+        lines[1].starts_with("top function (inclusive CPU"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("order_car"), "{}", lines[1]);
+    assert!(
+        lines[2].starts_with("hotspot region (most CPU in mutex_lock): eu-north"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].starts_with("slowest trace: GET /car in eu-north"),
+        "{}",
+        lines[3]
+    );
+
+    for region in ["us-east", "eu-north", "ap-south"] {
+        assert!(
+            report["totals"]["by_region"][region].as_i64() > Some(0),
+            "{region} has CPU: {}",
+            report["totals"]["by_region"]
+        );
+        assert!(
+            report["profiles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["region"] == region),
+            "{region} sent profiles"
+        );
+    }
+    assert_eq!(report["summary"]["top_function"]["name"], "order_car");
+    assert_eq!(report["summary"]["hotspot_region"]["region"], "eu-north");
+    assert_eq!(report["functions"][0]["name"], "order_car");
+    let diff = &report["diff"];
+    assert_eq!(diff["baseline"], "us-east");
+    assert_eq!(diff["comparison"], "eu-north");
+    assert_eq!(
+        diff["mutex_lock_baseline_ns"].as_i64(),
+        Some(0),
+        "us-east never runs mutex_lock"
+    );
+    assert!(
+        diff["mutex_lock_comparison_ns"].as_i64() > Some(0),
+        "eu-north burns CPU in mutex_lock"
+    );
+
+    let index_html = std::fs::read_to_string(demo.dir.join("index.html")).unwrap();
+    assert!(
+        index_html.contains("\"flame-diff\""),
+        "the page has the diff"
+    );
+    let slowest = report["slowest_traces"].as_array().unwrap();
+    assert!(slowest.len() >= 5, "{} slowest traces", slowest.len());
+    for trace in slowest {
+        let id = trace["root_span_id"].as_str().unwrap();
+        let folded = json_folded(&trace["folded"]);
+        assert_eq!(trace["cpu_ns"].as_i64(), Some(folded.values().sum::<i64>()));
+        if !folded.is_empty() {
+            assert!(
+                index_html.contains(&format!("id=\"flame-{id}\"")),
+                "the page has span {id}'s flame graph"
+            );
+        }
+    }
+    let first = &slowest[0];
+    assert_eq!(
+        first["region"], "eu-north",
+        "the slowest request waited for the eu-north lock"
+    );
+    assert_eq!(first["root_name"], "GET /car");
+    assert!(
+        first["cpu_ns"].as_i64().unwrap() > 0,
+        "the slowest request has samples"
+    );
+    assert!(
+        json_folded(&first["folded"])
+            .keys()
+            .any(|stack| stack.split(';').any(|f| is_function(f, "order_car"))),
+        "the slowest request's samples are inside order_car"
+    );
 
     // Self-contained: nothing that fetches (inferno's scripts mention URLs in comments only).
     for fetches in [
@@ -481,6 +553,31 @@ fn the_report_is_what_the_raw_captures_say() {
             "the page loads nothing from elsewhere, but has {fetches:?}"
         );
     }
+}
+
+#[test]
+fn otlp_profiles_make_the_same_report() {
+    let demo = otlp_demo();
+    check_answers(demo);
+    let report = &demo.report;
+    assert_eq!(report["profiles_via"], "otlp");
+    for p in report["profiles"].as_array().unwrap() {
+        assert!(p.get("file").is_none(), "no file for an OTLP profile: {p}");
+        assert!(p["series_labels"]["service.name"].is_string(), "{p}");
+        assert_eq!(p["series_labels"]["region"], p["region"]);
+    }
+    let written = std::fs::read_dir(demo.dir.join("profiles"))
+        .unwrap()
+        .count();
+    assert_eq!(written, 0, "no profile files beside an OTLP report");
+    let index_html = std::fs::read_to_string(demo.dir.join("index.html")).unwrap();
+    assert!(
+        index_html.contains("the profiles as OTLP profiles"),
+        "the page says how the profiles came"
+    );
+    // Per span, through the sample's link: the slowest request's samples are its own.
+    let first = &report["slowest_traces"][0];
+    assert_eq!(first["profile_id"], first["root_span_id"]);
 }
 
 fn hex(bytes: &[u8]) -> String {

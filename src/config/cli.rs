@@ -48,6 +48,10 @@ pub struct DemoArgs {
     /// Where to write the report.
     #[arg(long, default_value = "rideshare-report")]
     pub out: std::path::PathBuf,
+    /// How the regions send their CPU profiles: Pyroscope's push API, or OTLP profiles (the
+    /// report is the same either way).
+    #[arg(long, value_enum, default_value_t = crate::demo::ProfilesVia::Pyroscope)]
+    pub profiles: crate::demo::ProfilesVia,
 }
 
 /// The service's own settings.

@@ -1,18 +1,19 @@
 //! `rideshare demo`: the whole drilldown on one machine, with no Docker and no backends.
 //!
 //! Three regional instances run as child processes of this executable, the load generator runs
-//! in-process, and their spans (OTLP/HTTP) and CPU profiles (Pyroscope push) arrive at an
-//! in-process [`Capture`] on loopback. At the end the children get SIGTERM (they flush their last
+//! in-process, and their spans (OTLP/HTTP) and CPU profiles (Pyroscope push, or OTLP profiles
+//! with `--profiles otlp`) arrive at an in-process [`Capture`] on loopback. At the end the children get SIGTERM (they flush their last
 //! spans and profile on the way out), and the capture becomes a static report: `index.html`
 //! (charts, flame graphs, the eu-north vs us-east diff, the slowest traces, each opening into the
 //! flame graph of its own samples), `report.json` (the same data, for machines), `traces.json`
-//! (OTLP JSON) and `profiles/<region>-<n>.pprof` (the raw pprof payloads).
+//! (OTLP JSON) and, for the push, `profiles/<region>-<n>.pprof` (the raw pprof payloads).
 //!
 //! This module only runs the steps in order; each step is a module of its own, and none of them
 //! depends on this one.
 
 mod analysis;
 mod collapse;
+mod cpu_profiles;
 mod flame;
 mod folded;
 mod frames;
@@ -37,6 +38,7 @@ use crate::config::DemoArgs;
 use telemetry_capture::{Capture, ReceiverHandle};
 use units::unix_nanos;
 
+pub use cpu_profiles::ProfilesVia;
 pub use frames::OWN_FRAMES;
 pub use report::Report;
 pub use scenario::{BASELINE_REGION, HOTSPOT_REGION, SLOWEST_TRACES};
@@ -89,8 +91,14 @@ fn run(args: &DemoArgs) -> Result<Outcome, String> {
         .map_err(|e| format!("cannot find this executable to start the regions: {e}"))?;
 
     // Started from this (the main) thread, which outlives them.
-    let mut regions =
-        region::start_all(&runtime, &exe, &receiver.url(), interval, &out.join("logs"))?;
+    let mut regions = region::start_all(
+        &runtime,
+        &exe,
+        &receiver.url(),
+        args.profiles,
+        interval,
+        &out.join("logs"),
+    )?;
     let addrs: Vec<SocketAddr> = regions.iter().map(|r| r.addr).collect();
     eprintln!(
         "rideshare demo: {} on {}; load for {}; spans and profiles to {}",
@@ -131,7 +139,10 @@ fn write_report(
     load: &crate::loadgen::Report,
 ) -> Result<Outcome, String> {
     let spans = capture.spans();
-    let profiles = capture.profiles();
+    let profiles = match args.profiles {
+        ProfilesVia::Pyroscope => cpu_profiles::from_pyroscope(&capture.profiles()),
+        ProfilesVia::Otlp => cpu_profiles::from_otlp(&capture.otlp_profiles()),
+    };
     if spans.is_empty() || profiles.is_empty() {
         return Err(format!(
             "the regions sent {} spans and {} profiles: nothing to report; their logs are in {}",
@@ -143,6 +154,7 @@ fn write_report(
     let input = analysis::Input {
         spans: &spans,
         profiles: &profiles,
+        profiles_via: args.profiles,
         started_unix_nanos,
         duration: args.duration,
         bucket: interval,

@@ -4,9 +4,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::cpu_profiles::CpuProfile;
 use super::report::Report;
 use super::{html, otlp_json};
-use telemetry_capture::{CapturedProfile, CapturedSpan};
+use telemetry_capture::CapturedSpan;
 
 /// Creates the output directory and removes what an earlier run of the demo left in it (only
 /// files the demo writes: the directory may hold anything else).
@@ -36,14 +37,16 @@ pub fn write_outputs(
     out: &Path,
     report: &Report,
     spans: &[CapturedSpan],
-    profiles: &[CapturedProfile],
+    profiles: &[CpuProfile],
 ) -> Result<PathBuf, String> {
     let write = |name: &str, bytes: &[u8]| {
         let path = out.join(name);
         fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
-    for (file, profile) in report.profiles.iter().zip(profiles) {
-        write(&file.file, &profile.raw_pprof)?;
+    for (listed, profile) in report.profiles.iter().zip(profiles) {
+        if let (Some(file), Some(pprof)) = (&listed.file, &profile.raw_pprof) {
+            write(file, pprof)?;
+        }
     }
     let traces = otlp_json::export_request(spans);
     write(

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::cpu_profiles::ProfilesVia;
 use super::scenario::{HOTSPOT_REGION, WORK_SCALE};
-use telemetry_capture::unused_loopback_addr;
+use telemetry_capture::{OTLP_PROFILES_PATH, unused_loopback_addr};
 
 /// Longest wait for an instance to answer after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +26,7 @@ pub fn start_all(
     runtime: &tokio::runtime::Runtime,
     exe: &Path,
     receiver: &str,
+    via: ProfilesVia,
     interval: Duration,
     logs: &Path,
 ) -> Result<Vec<Region>, String> {
@@ -32,7 +34,7 @@ pub fn start_all(
     for name in crate::vocabulary::REGIONS {
         let mut attempt = 1;
         loop {
-            let mut region = Region::spawn(exe, name, receiver, interval, logs)?;
+            let mut region = Region::spawn(exe, name, receiver, via, interval, logs)?;
             match runtime.block_on(region.wait_ready()) {
                 Ok(()) => {
                     regions.push(region);
@@ -82,6 +84,7 @@ impl Region {
         exe: &Path,
         name: &'static str,
         receiver: &str,
+        via: ProfilesVia,
         interval: Duration,
         logs: &Path,
     ) -> Result<Region, String> {
@@ -115,6 +118,7 @@ impl Region {
             .env("OTEL_BSP_SCHEDULE_DELAY", "1000")
             .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
             .env("RUST_LOG", "warn")
+            .envs(profiles_env(via, receiver))
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err);
@@ -209,6 +213,26 @@ impl Region {
         } else {
             tail
         }
+    }
+}
+
+/// The push needs nothing beyond `PYROSCOPE_SERVER_ADDRESS` (the service's default exporter).
+/// For OTLP profiles the signal's own variables are spelled out, full path included, so that
+/// the profiles reach the capture's profiles receiver whatever the span settings become.
+fn profiles_env(via: ProfilesVia, receiver: &str) -> Vec<(&'static str, String)> {
+    match via {
+        ProfilesVia::Pyroscope => Vec::new(),
+        ProfilesVia::Otlp => vec![
+            ("OTEL_PROFILES_EXPORTER", "otlp".to_owned()),
+            (
+                "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT",
+                format!("{}{OTLP_PROFILES_PATH}", receiver.trim_end_matches('/')),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_PROFILES_PROTOCOL",
+                "http/protobuf".to_owned(),
+            ),
+        ],
     }
 }
 

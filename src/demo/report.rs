@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::cpu_profiles::ProfilesVia;
 use super::folded::Folded;
 use super::frames::HOTSPOT_FRAME;
 use super::units::{fmt_ns, percent};
@@ -16,6 +17,10 @@ use telemetry_capture::SpanKind;
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub format: &'static str,
+    /// How the profiles came. Left out for the Pyroscope push, so that a push report reads
+    /// exactly as those written before there was a choice.
+    #[serde(skip_serializing_if = "ProfilesVia::is_pyroscope")]
+    pub profiles_via: ProfilesVia,
     pub folded_format: &'static str,
     pub started_unix_nanos: u64,
     pub duration_secs: f64,
@@ -152,8 +157,12 @@ pub struct WaterfallSpan {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileFile {
-    pub file: String,
+    /// The pprof payload beside the report; none for an OTLP profile (`go tool pprof` does not
+    /// read OTLP, and `report.json` holds its samples folded), and then left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     pub region: String,
+    /// The push's series labels, or the OTLP profile's resource attributes.
     pub series_labels: BTreeMap<String, String>,
     pub time_unix_nanos: i64,
     pub duration_nanos: i64,

@@ -1,4 +1,4 @@
-//! From captured spans and profiles to the report's data: CPU by region, vehicle and time, the
+//! From captured spans and CPU profiles (either capture's, as one model) to the report's data: CPU by region, vehicle and time, the
 //! service's own frames, folded stacks per region, vehicle and span, the eu-north vs us-east
 //! diff and the slowest traces. Pure: no I/O, so `report.json` can be recomputed from the raw
 //! captures by anyone.
@@ -16,14 +16,18 @@ use std::time::Duration;
 
 use samples::{Buckets, Resolved};
 
+use crate::demo::cpu_profiles::{CpuProfile, ProfilesVia};
 use crate::demo::folded::FOLDED_FORMAT;
 use crate::demo::report::{Counts, LoadRow, Report};
-use telemetry_capture::{CapturedProfile, CapturedSpan};
+use telemetry_capture::CapturedSpan;
 
 /// What the capture holds, and how the run was set up.
 pub struct Input<'a> {
     pub spans: &'a [CapturedSpan],
-    pub profiles: &'a [CapturedProfile],
+    /// Either capture's profiles, as one model: the analysis is the same for both.
+    pub profiles: &'a [CpuProfile],
+    /// Which of the two they came by, for the report to say.
+    pub profiles_via: ProfilesVia,
     pub started_unix_nanos: u64,
     pub duration: Duration,
     /// The width of a time bucket on the charts: the profiles' upload interval.
@@ -42,6 +46,7 @@ pub fn analyse(input: &Input<'_>) -> Result<Report, String> {
     let trace_ids: HashSet<&str> = input.spans.iter().map(|s| s.trace_id.as_str()).collect();
     Ok(Report {
         format: "rideshare-demo-report/1",
+        profiles_via: input.profiles_via,
         folded_format: FOLDED_FORMAT,
         started_unix_nanos: input.started_unix_nanos,
         duration_secs: input.duration.as_secs_f64(),

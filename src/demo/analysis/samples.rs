@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::demo::cpu_profiles::CpuProfile;
 use crate::demo::folded::folded_stack;
 use crate::demo::report::ProfileFile;
 use crate::demo::units::unix_nanos;
-use crate::vocabulary::{REGION_LABEL, VEHICLE_LABEL};
-use telemetry_capture::CapturedProfile;
-use tracing_span_profiles::SPAN_ID_LABEL;
 
 /// One sample, resolved.
 pub struct Sample {
@@ -40,9 +38,9 @@ impl Buckets {
 
     /// The bucket of the profile's window middle: a window straddling two buckets counts
     /// once. An agent that sends no window time is placed by arrival, half a bucket back.
-    fn of(&self, profile: &CapturedProfile) -> usize {
-        let middle = if profile.time_unix_nanos() > 0 {
-            profile.time_unix_nanos() as u64 + profile.duration_nanos().max(0) as u64 / 2
+    fn of(&self, profile: &CpuProfile) -> usize {
+        let middle = if profile.time_unix_nanos > 0 {
+            profile.time_unix_nanos as u64 + profile.duration_nanos.max(0) as u64 / 2
         } else {
             unix_nanos(profile.received_at).saturating_sub(self.width_nanos / 2)
         };
@@ -57,37 +55,36 @@ pub struct Resolved {
     pub samples: Vec<Sample>,
 }
 
-pub fn resolve(profiles: &[CapturedProfile], buckets: &Buckets) -> Resolved {
+pub fn resolve(profiles: &[CpuProfile], buckets: &Buckets) -> Resolved {
     let mut files = Vec::new();
     let mut per_region_count: BTreeMap<String, usize> = BTreeMap::new();
     let mut samples = Vec::new();
     for profile in profiles {
-        let region = region_of(profile);
-        let n = per_region_count.entry(region.clone()).or_default();
-        let file = format!("profiles/{}-{n}.pprof", sanitize_file_part(&region));
-        *n += 1;
+        let region = &profile.region;
+        // Only a pushed profile has a payload to write: an OTLP one is listed without a file.
+        let file = profile.raw_pprof.as_ref().map(|_| {
+            let n = per_region_count.entry(region.clone()).or_default();
+            *n += 1;
+            format!("profiles/{}-{}.pprof", sanitize_file_part(region), *n - 1)
+        });
         let bucket = buckets.of(profile);
-        let resolved = profile.samples();
         files.push(ProfileFile {
             file,
             region: region.clone(),
-            series_labels: profile.series_labels.clone(),
-            time_unix_nanos: profile.time_unix_nanos(),
-            duration_nanos: profile.duration_nanos(),
-            cpu_ns: resolved.iter().map(|s| s.value).sum(),
-            samples: resolved.len(),
+            series_labels: profile.labels.clone(),
+            time_unix_nanos: profile.time_unix_nanos,
+            duration_nanos: profile.duration_nanos,
+            cpu_ns: profile.samples.iter().map(|s| s.cpu_ns).sum(),
+            samples: profile.samples.len(),
         });
-        for s in resolved {
+        for s in &profile.samples {
             samples.push(Sample {
                 region: region.clone(),
-                vehicle: s
-                    .label(VEHICLE_LABEL)
-                    .or_else(|| profile.series_label(VEHICLE_LABEL))
-                    .map(str::to_owned),
-                span_id: s.label(SPAN_ID_LABEL).map(str::to_owned),
+                vehicle: s.vehicle.clone(),
+                span_id: s.span_id.clone(),
                 folded: folded_stack(&s.stack),
-                stack: s.stack,
-                value: s.value,
+                stack: s.stack.clone(),
+                value: s.cpu_ns,
                 bucket,
             });
         }
@@ -107,11 +104,4 @@ pub fn sanitize_file_part(s: &str) -> String {
             }
         })
         .collect()
-}
-
-fn region_of(profile: &CapturedProfile) -> String {
-    profile
-        .series_label(REGION_LABEL)
-        .unwrap_or("unknown")
-        .to_owned()
 }

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use embed::Flames;
 use escape::esc;
 
+use super::cpu_profiles::ProfilesVia;
 use super::report::Report;
 use super::units::fmt_ns;
 
@@ -47,7 +48,8 @@ fn header(body: &mut String, report: &Report) {
     );
     let _ = write!(
         body,
-        "<header><h1>rideshare demo</h1><p>Three regions ({regions}) under {secs:.0} s of load from {started}: {requests} orders ({errors} failed), {spans} spans in {traces} traces, {profiles} CPU profiles with {cpu} of CPU sampled. Everything on this page was captured on this machine through the real protocols (OTLP/HTTP and Pyroscope's push API) and is computed from the raw files beside it.</p></header>",
+        "<header><h1>rideshare demo</h1><p>Three regions ({regions}) under {secs:.0} s of load from {started}: {requests} orders ({errors} failed), {spans} spans in {traces} traces, {profiles} CPU profiles with {cpu} of CPU sampled. Everything on this page was captured on this machine through the real protocols ({protocols}) and is computed from the raw files beside it.</p></header>",
+        protocols = protocols(report.profiles_via),
         regions = esc(&report.regions.join(", ")),
         secs = report.duration_secs,
         spans = report.counts.spans,
@@ -55,6 +57,14 @@ fn header(body: &mut String, report: &Report) {
         profiles = report.counts.profiles,
         cpu = fmt_ns(report.totals.cpu_ns),
     );
+}
+
+/// Which protocols carried the data: the page must say which path the profiles took.
+fn protocols(via: ProfilesVia) -> &'static str {
+    match via {
+        ProfilesVia::Pyroscope => "OTLP/HTTP and Pyroscope's push API",
+        ProfilesVia::Otlp => "OTLP/HTTP, spans and profiles alike: the profiles as OTLP profiles",
+    }
 }
 
 fn answers(body: &mut String, report: &Report) {
@@ -68,15 +78,29 @@ fn answers(body: &mut String, report: &Report) {
 }
 
 fn files(body: &mut String, report: &Report) {
-    body.push_str("<section id=\"files\"><h2>Raw captures</h2><p class=\"lead\">Beside this page: <a href=\"report.json\">report.json</a> (this page's data: per-span folded stacks, totals, the diff), <a href=\"traces.json\">traces.json</a> (every span, OTLP/JSON) and the pprof payloads as pushed (<code>go tool pprof</code> reads them):</p><ul class=\"files\">");
+    let profiles = match report.profiles_via {
+        ProfilesVia::Pyroscope => {
+            "the pprof payloads as pushed (<code>go tool pprof</code> reads them)"
+        }
+        ProfilesVia::Otlp => {
+            "no profile files: the profiles came as OTLP profiles, which <code>go tool pprof</code> does not read; report.json holds their samples, folded per region, vehicle and span. The profiles received"
+        }
+    };
+    let _ = write!(
+        body,
+        "<section id=\"files\"><h2>Raw captures</h2><p class=\"lead\">Beside this page: <a href=\"report.json\">report.json</a> (this page's data: per-span folded stacks, totals, the diff), <a href=\"traces.json\">traces.json</a> (every span, OTLP/JSON) and {profiles}:</p><ul class=\"files\">"
+    );
     for p in &report.profiles {
+        let name = match &p.file {
+            Some(f) => format!("<a href=\"{f}\">{f}</a>", f = esc(f)),
+            None => "OTLP profile".to_owned(),
+        };
         let _ = write!(
             body,
-            "<li><a href=\"{f}\">{f}</a> <span class=\"muted\">{} · {} samples · {}</span></li>",
+            "<li>{name} <span class=\"muted\">{} · {} samples · {}</span></li>",
             esc(&p.region),
             p.samples,
             fmt_ns(p.cpu_ns),
-            f = esc(&p.file),
         );
     }
     body.push_str("</ul></section>");
