@@ -50,8 +50,27 @@ pub struct DemoArgs {
     pub out: std::path::PathBuf,
     /// How the regions send their CPU profiles: Pyroscope's push API, or OTLP profiles (the
     /// report is the same either way).
-    #[arg(long, value_enum, default_value_t = crate::demo::ProfilesVia::Pyroscope)]
-    pub profiles: crate::demo::ProfilesVia,
+    #[arg(long, value_enum, default_value_t = ProfilesVia::Pyroscope)]
+    pub profiles: ProfilesVia,
+}
+
+/// How the regions send their CPU profiles to the demo's capture: `rideshare demo --profiles`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfilesVia {
+    /// Pyroscope's push API: pprof payloads, the region as a series label.
+    #[default]
+    Pyroscope,
+    /// OTLP profiles over HTTP: the region as a resource attribute, spans linked per sample.
+    Otlp,
+}
+
+impl ProfilesVia {
+    /// For `skip_serializing_if`: a report of the push path reads as it did before there was a
+    /// choice.
+    pub fn is_pyroscope(&self) -> bool {
+        *self == ProfilesVia::Pyroscope
+    }
 }
 
 /// The service's own settings.

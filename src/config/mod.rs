@@ -11,8 +11,8 @@ mod telemetry;
 mod values;
 
 pub use cli::{
-    Cli, Command, DemoArgs, Hotspot, LoadgenArgs, OtlpProtocol, ProfileMode, ServeArgs, SpanLabels,
-    TraceSampler,
+    Cli, Command, DemoArgs, Hotspot, LoadgenArgs, OtlpProtocol, ProfileMode, ProfilesVia,
+    ServeArgs, SpanLabels, TraceSampler,
 };
 pub use redact::{one_line, without_credentials};
 pub use telemetry::TelemetryArgs;

@@ -6,30 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use crate::vocabulary::{REGION_LABEL, VEHICLE_LABEL};
 use telemetry_capture::{CapturedOtlpProfile, CapturedProfile, CapturedSample};
 use tracing_span_profiles::SPAN_ID_LABEL;
 
-/// How the regions send their CPU profiles to the demo's capture: `rideshare demo --profiles`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProfilesVia {
-    /// Pyroscope's push API: pprof payloads, the region as a series label.
-    #[default]
-    Pyroscope,
-    /// OTLP profiles over HTTP: the region as a resource attribute, spans linked per sample.
-    Otlp,
-}
-
-impl ProfilesVia {
-    /// For `skip_serializing_if`: a report of the push path reads as it did before there was a
-    /// choice.
-    pub fn is_pyroscope(&self) -> bool {
-        *self == ProfilesVia::Pyroscope
-    }
-}
+pub use crate::config::ProfilesVia;
 
 /// One profile: where and when it was taken, and its samples in CPU nanoseconds.
 pub struct CpuProfile {
