@@ -71,12 +71,8 @@ impl Courier {
             self.backlog.push(body);
             // While the server's Retry-After holds, the profile waits in the backlog.
             let held = self.hold_until.is_some_and(|t| Instant::now() < t);
-            if !held {
-                tokio::select! {
-                    _ = self.deliver(None) => {}
-                    // Shutdown abandons a push in flight: its profile goes out with the rest.
-                    _ = stop.wait_for(Option::is_some) => break,
-                }
+            if !held && self.deliver_unless_stopped(&mut stop).await {
+                break;
             }
         }
         mailbox.close();
@@ -85,6 +81,24 @@ impl Courier {
         }
         let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
         self.finish(deadline).await
+    }
+
+    /// Delivers the backlog; if shutdown comes meanwhile, the attempt in flight may still finish
+    /// by the deadline (abandoning it at once could send its profile twice: once as it was, once
+    /// with the rest). Returns whether shutdown came.
+    async fn deliver_unless_stopped(
+        &mut self,
+        stop: &mut watch::Receiver<Option<Instant>>,
+    ) -> bool {
+        let delivery = self.deliver(None);
+        tokio::pin!(delivery);
+        let stopped_at: Option<Instant> = tokio::select! {
+            _ = &mut delivery => return false,
+            stopped = stop.wait_for(Option::is_some) => stopped.ok().and_then(|d| *d),
+        };
+        let deadline = stopped_at.unwrap_or_else(Instant::now);
+        let _ = tokio::time::timeout_at(deadline.into(), delivery).await;
+        true
     }
 
     async fn finish(mut self, deadline: Instant) -> PushTotals {
