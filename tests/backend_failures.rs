@@ -540,6 +540,17 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
         ),
         ("OTEL_PROFILES_EXPORTER", "jaeger", "OTEL_PROFILES_EXPORTER"),
         ("OTEL_TRACES_EXPORTER", "zipkin", "OTEL_TRACES_EXPORTER"),
+        (
+            "RIDESHARE_HEADER_READ_TIMEOUT",
+            "0s",
+            "RIDESHARE_HEADER_READ_TIMEOUT",
+        ),
+        ("RIDESHARE_IDLE_TIMEOUT", "1h", "RIDESHARE_IDLE_TIMEOUT"),
+        (
+            "RIDESHARE_MAX_CONNECTIONS",
+            "none",
+            "RIDESHARE_MAX_CONNECTIONS",
+        ),
     ];
     // With OTLP profiles on: their own endpoint, protocol and headers are checked at start too.
     let otlp_cases: &[(&str, &str, &str)] = &[

@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use super::telemetry::TelemetryArgs;
-use super::values::{parse_duration, parse_http_url, parse_label_value, parse_work_scale};
+use super::values::{
+    parse_connection_timeout, parse_duration, parse_http_url, parse_label_value, parse_work_scale,
+};
 
 /// The rideshare service: orders bikes, scooters and cars, burning CPU that shows in its profiles.
 #[derive(Debug, Parser)]
@@ -105,6 +107,16 @@ pub struct ServeArgs {
     /// Longest an order may take before it is abandoned with a 503.
     #[arg(long, env = "RIDESHARE_REQUEST_TIMEOUT", value_name = "RIDESHARE_REQUEST_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers (from connecting, or, over HTTP/1,
+    /// from the previous response); a slower one is disconnected.
+    #[arg(long, env = "RIDESHARE_HEADER_READ_TIMEOUT", value_name = "RIDESHARE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_connection_timeout)]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    #[arg(long, env = "RIDESHARE_IDLE_TIMEOUT", value_name = "RIDESHARE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_connection_timeout)]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, env = "RIDESHARE_MAX_CONNECTIONS", value_name = "RIDESHARE_MAX_CONNECTIONS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

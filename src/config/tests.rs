@@ -66,6 +66,9 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.listen_addr.to_string(), "0.0.0.0:5000");
     assert_eq!(s.work_scale, 1.0);
     assert_eq!(s.mutex_hotspot, Hotspot::Periodic);
+    assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.max_connections, 4096);
     let t = s.telemetry;
     assert_eq!(t.traces_protocol(), OtlpProtocol::HttpProtobuf);
     assert_eq!(
@@ -218,6 +221,21 @@ fn bad_values_name_the_variable_and_the_accepted_form() {
             "key=value",
         ),
         (&["--region", "eu north"][..], "REGION", "letters"),
+        (
+            &["--header-read-timeout", "0s"][..],
+            "RIDESHARE_HEADER_READ_TIMEOUT",
+            "100ms to 10m",
+        ),
+        (
+            &["--idle-timeout", "soon"][..],
+            "RIDESHARE_IDLE_TIMEOUT",
+            "100ms to 10m",
+        ),
+        (
+            &["--max-connections", "0"][..],
+            "RIDESHARE_MAX_CONNECTIONS",
+            "1..=1000000",
+        ),
         (
             &["--otel-sdk-disabled", "maybe"][..],
             "OTEL_SDK_DISABLED",

@@ -162,6 +162,15 @@ pub(crate) fn parse_millis(s: &str) -> Result<Duration, String> {
         .map_err(|_| "expected whole milliseconds from 0 to 4294967295, e.g. 5000".into())
 }
 
+/// A connection timeout: never zero (every connection would be cut at once), never so long that
+/// it stops protecting anything.
+pub(crate) fn parse_connection_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(600) => Ok(d),
+        _ => Err("expected a duration from 100ms to 10m, e.g. 10s".into()),
+    }
+}
+
 pub(crate) fn parse_upload_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(300) {

@@ -1,9 +1,12 @@
-//! The rideshare HTTP service: router, state, and a serve loop that drains on shutdown.
+//! The rideshare HTTP service: router, state, and a serve loop that bounds what each connection
+//! may hold and drains on shutdown.
 //!
 //! Public: what a binary or a test needs to run it ([`AppState`], [`Limits`], [`router`],
-//! [`serve`]). Its words (vehicles, routes, frame names) are in [`crate::vocabulary`]; how it
-//! parses, refuses and works is its own, so it can change without breaking a caller.
+//! [`serve`] with its [`ServeOptions`]). Its words (vehicles, routes, frame names) are in
+//! [`crate::vocabulary`]; how it parses, refuses and works is its own, so it can change without
+//! breaking a caller.
 
+mod edge;
 mod frames;
 mod http_span;
 mod limits;
@@ -11,16 +14,13 @@ mod refusal;
 mod routes;
 mod work;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
 
 use crate::config::Hotspot;
+pub use edge::{ServeOptions, fit_open_files, serve};
 pub use limits::Limits;
 use work::Work;
 
@@ -57,35 +57,4 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .layer(axum::middleware::from_fn(limits::size_limits))
         .layer(axum::middleware::from_fn(http_span::http_server_span))
         .with_state(state)
-}
-
-/// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests `grace`
-/// to finish. Returns whether they all did.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<bool> {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // Small responses go out at once instead of waiting on delayed ACKs (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    tokio::select! {
-        joined = &mut server => return joined.map_err(std::io::Error::other)?.map(|()| true),
-        () = shutdown => {}
-    }
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(grace, server).await {
-        Ok(joined) => joined.map_err(std::io::Error::other)?.map(|()| true),
-        Err(_) => Ok(false),
-    }
 }
