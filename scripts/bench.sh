@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark: what span-linked profiling costs. One instance pinned to core 0, wrk and the stand-in
-# backends on core 1, the bike route at 100 us of CPU in 4 polls (RIDESHARE_WORK_SCALE=0.0005),
+# backends on core 1, the bike route at 100 us of CPU, one poll since work is sliced every 2 ms of CPU (RIDESHARE_WORK_SCALE=0.0005),
 # every request traced. For each setup it prints throughput and p99 against bare, the share of
 # expected CPU samples that arrived (samples received / (process CPU seconds x sample rate)), and
 # the share of those samples that carry a span_id (CPU outside any request has none).
