@@ -305,7 +305,7 @@ const BASIC_AUTH_PAIR: &str =
     "PYROSCOPE_BASIC_AUTH_USER and PYROSCOPE_BASIC_AUTH_PASSWORD: set both or neither";
 
 /// `url` with any password replaced by `***`, for messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match Url::parse(url.trim()) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

@@ -170,6 +170,8 @@ impl ProfilerConfig {
         unreachable!("without the thread-tags feature the sampler is the only backend")
     }
 
+    /// Only the sampler needs to ask: without it, thread tags are the one backend.
+    #[cfg(feature = "sampler")]
     fn wants_thread_tags(&self) -> bool {
         #[cfg(feature = "thread-tags")]
         return self.thread_tags;

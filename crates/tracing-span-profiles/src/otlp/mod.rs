@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::config::Error;
+use crate::config::{Error, redact};
 
 pub(crate) use encode::{Described, to_request};
 pub(crate) use send::Exporter;
@@ -143,7 +143,7 @@ impl OtlpProfilesConfig {
         let bad = |why: &str| {
             Error::new(format!(
                 "OTLP profiles endpoint {:?}: {why}",
-                shown(&self.endpoint)
+                redact(&self.endpoint)
             ))
         };
         let url = Url::parse(self.endpoint.trim())
@@ -164,7 +164,7 @@ impl fmt::Debug for OtlpProfilesConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("OtlpProfilesConfig")
-            .field("endpoint", &shown(&self.endpoint))
+            .field("endpoint", &redact(&self.endpoint))
             .field("protocol", &self.protocol)
             .field("headers", &header_names)
             .field("timeout", &self.timeout)
@@ -187,7 +187,7 @@ fn signal_endpoint(base: Option<&str>, protocol: OtlpProtocol) -> Result<String,
     let mut url = Url::parse(base.trim()).map_err(|_| {
         Error::new(format!(
             "OTEL_EXPORTER_OTLP_ENDPOINT={:?}: expected an http:// or https:// URL",
-            shown(base)
+            redact(base)
         ))
     })?;
     let path = format!("{}/{HTTP_PATH}", url.path().trim_end_matches('/'));
@@ -208,19 +208,6 @@ fn parse_headers(value: &str) -> Result<Vec<(String, String)>, String> {
         headers.push((k.trim().to_owned(), v.into_owned()));
     }
     Ok(headers)
-}
-
-/// A URL for messages: any password replaced.
-pub(crate) fn shown(url: &str) -> String {
-    match Url::parse(url.trim()) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => url.split("://").next().unwrap_or("").to_owned() + "://...",
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Sending one encoded `ExportProfilesServiceRequest`, over OTLP/HTTP (gzip) or gRPC, and what
 //! its answer means for retrying, as the OTLP exporter spec has it.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
@@ -10,8 +10,10 @@ use prost::Message;
 use tonic::transport::Channel;
 use url::Url;
 
-use super::{OtlpProfilesConfig, OtlpProtocol, shown};
-use crate::push::failure::{Failure, Outcome, error_body, error_chain, parse_retry_after};
+use super::{OtlpProfilesConfig, OtlpProtocol};
+use crate::config::redact;
+use crate::push::encode::gzip;
+use crate::push::failure::{Failure, Outcome, send_http, timed_out};
 
 /// An OTLP profiles client for one endpoint.
 pub(crate) struct Exporter {
@@ -47,7 +49,7 @@ impl Exporter {
             transport,
             headers: config.headers.clone(),
             timeout: config.timeout,
-            shown: shown(&config.endpoint),
+            shown: redact(&config.endpoint),
         })
     }
 
@@ -56,11 +58,7 @@ impl Exporter {
         let encoded = request.encode_to_vec();
         match self.transport {
             Transport::Grpc(_) => Some(Bytes::from(encoded)),
-            Transport::Http { .. } => {
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                std::io::Write::write_all(&mut gz, &encoded).ok()?;
-                gz.finish().ok().map(Bytes::from)
-            }
+            Transport::Http { .. } => gzip(&encoded),
         }
     }
 
@@ -87,28 +85,7 @@ impl Exporter {
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) if e.is_timeout() => return timed_out(timeout),
-            Err(e) => {
-                let cause = error_chain(&e.without_url());
-                return Outcome::Retry(Failure::new("connection", cause));
-            }
-        };
-        let status = response.status().as_u16();
-        if response.status().is_success() {
-            let _ = response.bytes().await;
-            return Outcome::Delivered;
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = error_body(response).await;
-        // The OTLP spec: only these are worth sending again.
-        let retryable = [429, 502, 503, 504].contains(&status);
-        Failure::from_status_with(status, &text, retry_after, retryable)
+        send_http(request, timeout, otlp_retryable).await
     }
 
     async fn send_grpc(
@@ -139,11 +116,9 @@ impl Exporter {
     }
 }
 
-fn timed_out(timeout: Duration) -> Outcome {
-    Outcome::Retry(Failure::new(
-        "timeout",
-        format!("no answer within {timeout:?}"),
-    ))
+/// The OTLP spec: only these HTTP statuses are worth sending again.
+fn otlp_retryable(status: u16) -> bool {
+    [429, 502, 503, 504].contains(&status)
 }
 
 /// The OTLP spec's retryable codes; RESOURCE_EXHAUSTED only with the server's `RetryInfo`, which

@@ -1,14 +1,14 @@
 //! Where one copy of every profile goes: Pyroscope's push API, or an OTLP profiles endpoint.
 //! Each encodes the same pprof profile its own way and judges its own answers.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use pyroscope::encode::r#gen::google::Profile;
 use url::Url;
 
 use super::encode::push_body;
-use super::failure::{Failure, Outcome, error_body, error_chain, parse_retry_after};
+use super::failure::{Outcome, pyroscope_retryable, send_http};
 use super::target::PushTarget;
 use crate::labels::TRACE_ID_LABEL;
 
@@ -148,29 +148,5 @@ async fn push(
     if let Some(tenant) = &target.tenant_id {
         request = request.header("X-Scope-OrgID", tenant);
     }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(e) if e.is_timeout() => {
-            let cause = format!("no answer within {timeout:?}");
-            return Outcome::Retry(Failure::new("timeout", cause));
-        }
-        // Without the URL: reqwest prints it whole, credentials included.
-        Err(e) => {
-            let cause = error_chain(&e.without_url());
-            return Outcome::Retry(Failure::new("connection", cause));
-        }
-    };
-    let status = response.status();
-    if status.is_success() {
-        // Read the (empty) body so the connection can be reused.
-        let _ = response.bytes().await;
-        return Outcome::Delivered;
-    }
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let text = error_body(response).await;
-    Failure::from_status(status.as_u16(), &text, retry_after)
+    send_http(request, timeout, pyroscope_retryable).await
 }

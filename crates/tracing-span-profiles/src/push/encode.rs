@@ -27,8 +27,13 @@ pub(crate) fn push_body(
             }],
         }],
     };
+    gzip(&request.encode_to_vec())
+}
+
+/// `bytes` gzip-compressed, as both push bodies and OTLP/HTTP bodies go out.
+pub(crate) fn gzip(bytes: &[u8]) -> Option<Bytes> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &request.encode_to_vec()).ok()?;
+    std::io::Write::write_all(&mut gz, bytes).ok()?;
     gz.finish().ok().map(Bytes::from)
 }
 

@@ -32,15 +32,8 @@ impl Failure {
         }
     }
 
-    /// A non-2xx answer from Pyroscope: a 4xx other than 401, 403, 408 and 429 is the profile's
-    /// fault and dropped; anything else is the server's, and retried.
-    pub(crate) fn from_status(status: u16, body: &str, retry_after: Option<Duration>) -> Outcome {
-        let retryable = !(400..500).contains(&status) || [401, 403, 408, 429].contains(&status);
-        Self::from_status_with(status, body, retry_after, retryable)
-    }
-
     /// A non-2xx answer, retried or dropped as `retryable` says.
-    pub(crate) fn from_status_with(
+    pub(crate) fn from_status(
         status: u16,
         body: &str,
         retry_after: Option<Duration>,
@@ -60,6 +53,54 @@ impl Failure {
             Outcome::Rejected(failure)
         }
     }
+}
+
+/// Which non-2xx statuses are worth sending again; the rest drop the profile.
+pub(crate) type Retryable = fn(u16) -> bool;
+
+/// Pyroscope: a 4xx other than 401, 403, 408 and 429 is the profile's fault; anything else is the
+/// server's.
+pub(crate) fn pyroscope_retryable(status: u16) -> bool {
+    !(400..500).contains(&status) || [401, 403, 408, 429].contains(&status)
+}
+
+/// Sends `request` (its timeout set to `timeout`) and judges the answer: a success, a failure
+/// `retryable` keeps for later (with the server's `Retry-After`), or one that drops the profile.
+pub(crate) async fn send_http(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+    retryable: Retryable,
+) -> Outcome {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_timeout() => return timed_out(timeout),
+        // Without the URL: reqwest prints it whole, credentials included.
+        Err(e) => {
+            let cause = error_chain(&e.without_url());
+            return Outcome::Retry(Failure::new("connection", cause));
+        }
+    };
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        // Read the (empty) body so the connection can be reused.
+        let _ = response.bytes().await;
+        return Outcome::Delivered;
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let text = error_body(response).await;
+    Failure::from_status(status, &text, retry_after, retryable(status))
+}
+
+/// No answer within `timeout`: worth another try.
+pub(crate) fn timed_out(timeout: Duration) -> Outcome {
+    Outcome::Retry(Failure::new(
+        "timeout",
+        format!("no answer within {timeout:?}"),
+    ))
 }
 
 /// `Retry-After` in either of its forms, delay-seconds or an HTTP date (RFC 9110 10.2.3); a date
@@ -143,7 +184,8 @@ mod tests {
             (429, true),
             (503, true),
         ] {
-            let outcome = Failure::from_status(status, "nope\nmore", None);
+            let outcome =
+                Failure::from_status(status, "nope\nmore", None, pyroscope_retryable(status));
             assert_eq!(matches!(outcome, Outcome::Retry(_)), retried, "{status}");
         }
     }

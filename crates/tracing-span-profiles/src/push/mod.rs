@@ -16,7 +16,7 @@
 mod backlog;
 mod courier;
 pub(crate) mod destination;
-mod encode;
+pub(crate) mod encode;
 pub(crate) mod failure;
 mod target;
 
