@@ -7,7 +7,8 @@
 #
 #   scripts/slowloris.sh                  # 4000 connections, 90 s
 #   LENGTH=60 scripts/slowloris.sh
-#   RIDESHARE_MAX_CONNECTIONS=1000 scripts/slowloris.sh   # the cap instead of the header timeout
+#   RIDESHARE_MAX_CONNECTIONS=1000 scripts/slowloris.sh   # more slow connections than the cap:
+#                                                         # newcomers evict the longest waiting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,11 +62,13 @@ slowhttptest -c "$CONNECTIONS" -H -i 10 -r "$RATE" -l "$LENGTH" -u "http://$APP/
   -g -o "$out/slow" >"$out/slowhttptest.log" 2>&1 || true
 # slowhttptest stops once the server has closed everything: keep measuring for the full length.
 while [ "$(since)" -lt $((LENGTH + 5)) ]; do sleep 1; done
+peak_rss=$(awk '/VmHWM/ {print $2}' "/proc/$service/status")
 kill "${pids[@]:2}" 2>/dev/null || true
 
 echo
 echo "resident memory (VmRSS) of the service:"
 awk '{printf "  %4d s  %6.1f MiB\n", $1, $2 / 1024}' "$out/rss"
+awk -v kib="$peak_rss" 'BEGIN { printf "  peak (VmHWM) %.1f MiB\n", kib / 1024 }'
 echo
 echo "slow connections, slowhttptest's counts (every 5 s; connected = held open by the server):"
 awk -F, 'NR == 1 { print "  " $0; next } ($1 % 5 == 0) { print "  " $0 }' "$out/slow.csv"

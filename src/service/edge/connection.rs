@@ -23,6 +23,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::first_head::{self, Prefixed};
+use super::waiting::Place;
+
 /// How long a connection that was told to close may still take with nothing in flight (an
 /// HTTP/2 GOAWAY going out) before it is dropped. Requests in flight are never cut by it.
 const LINGER: Duration = Duration::from_secs(1);
@@ -157,21 +160,35 @@ impl Service<Request<Incoming>> for Tracked {
 }
 
 /// Serves `stream` until the peer leaves, it stays quiet past `quiet`, or `stop` says the server
-/// drains. Closing is graceful first (an idle HTTP/1 connection closes at once, HTTP/2 gets a
+/// drains. Its first request head is read ahead (see [`first_head`]) within the first quiet
+/// period, while it holds its `place` among the connections a newcomer may evict. Closing is graceful first (an idle HTTP/1 connection closes at once, HTTP/2 gets a
 /// GOAWAY), then, with still nothing in flight after [`LINGER`], the connection is dropped.
 pub(super) async fn serve_connection(
     builder: Arc<Builder<TokioExecutor>>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     app: TowerToHyperService<Router>,
     quiet: Quiet,
     mut stop: watch::Receiver<()>,
+    mut place: Place,
 ) {
     let activity = Arc::new(Activity::new());
+    let head_deadline = activity.opened + quiet.first_request;
+    let ahead = tokio::select! {
+        head = tokio::time::timeout_at(head_deadline, first_head::read(&mut stream)) => match head {
+            Ok(Ok(head)) => head,
+            // Too slow, or gone: nothing was asked, so there is nothing to answer.
+            _ => return,
+        },
+        () = place.evicted() => return,
+        _ = stop.changed() => return,
+    };
+    drop(place);
     let service = Tracked {
         app,
         activity: Arc::clone(&activity),
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = TokioIo::new(Prefixed::new(ahead, stream));
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {

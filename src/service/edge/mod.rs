@@ -6,8 +6,10 @@
 //! are closed as soon as they are accepted, so the accept loop never stalls.
 
 mod connection;
+mod first_head;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,9 +22,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use connection::Quiet;
+use waiting::Waiting;
 
 /// How often an HTTP/2 connection is pinged, and how long the answer may take before the peer is
 /// taken for dead and the connection closed.
@@ -33,6 +36,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Pause after an accept failure other than a peer gone (out of file descriptors): retrying at
 /// once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a newcomer waits for the slot of the connection it evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// How the serve loop treats connections.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +91,8 @@ fn builder(options: &ServeOptions) -> Builder<TokioExecutor> {
 }
 
 /// Accepts for ever, each connection on a task of its own holding one of `max_connections`
-/// slots; with none free, the connection is closed at once.
+/// slots; with none free, the newcomer takes the slot of the connection that has waited longest
+/// for its first request (see [`waiting`]), and with none of those, it is closed at once.
 async fn accept_loop(
     listener: &TcpListener,
     app: Router,
@@ -96,6 +102,7 @@ async fn accept_loop(
     let builder = Arc::new(builder(&options));
     let app = TowerToHyperService::new(app);
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let waiting = Arc::new(Waiting::default());
     let quiet = Quiet {
         first_request: options.header_read_timeout.min(options.idle_timeout),
         between_requests: options.idle_timeout,
@@ -115,16 +122,21 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            drop(stream);
-            refused.note(|n| {
-                tracing::warn!(
-                    max_connections = options.max_connections,
-                    refused = n,
-                    "connections closed at once: RIDESHARE_MAX_CONNECTIONS are open"
-                )
-            });
-            continue;
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => Slot::Free(slot),
+            Err(_) if waiting.evict_oldest() => Slot::Freed(Arc::clone(&slots)),
+            Err(_) => {
+                drop(stream);
+                refused.note(|n| {
+                    tracing::warn!(
+                        max_connections = options.max_connections,
+                        refused = n,
+                        "connections closed at once: RIDESHARE_MAX_CONNECTIONS are open and \
+                         every one has sent a request"
+                    )
+                });
+                continue;
+            }
         };
         // Small responses go out at once instead of waiting on delayed ACKs (Nagle).
         let _ = stream.set_nodelay(true);
@@ -134,11 +146,35 @@ async fn accept_loop(
             app.clone(),
             quiet,
             stop.subscribe(),
+            waiting.join(),
         );
         tokio::spawn(async move {
+            let Some(slot) = slot.taken().await else {
+                return;
+            };
             served.await;
             drop(slot);
         });
+    }
+}
+
+/// A new connection's slot: free at once, or being freed by an evicted connection.
+enum Slot {
+    Free(OwnedSemaphorePermit),
+    Freed(Arc<Semaphore>),
+}
+
+impl Slot {
+    /// The slot, once it is this connection's; `None` if the evicted connection did not let go
+    /// within [`EVICTION_WAIT`] (another newcomer may have taken it first).
+    async fn taken(self) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Slot::Free(slot) => Some(slot),
+            Slot::Freed(slots) => tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned())
+                .await
+                .ok()?
+                .ok(),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The serve loop against raw loopback sockets, so what a slow or idle client does is exactly
-//! what the test writes: cut off at the header timeout, closed after the idle timeout, and
-//! over the cap closed at once while the others are still served.
+//! what the test writes: cut off at the header timeout, closed after the idle timeout, a head
+//! that arrives in pieces served whole, and over the cap either making way for a newcomer (a
+//! client still short of its first head) or closed at once while the others are still served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,12 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
 /// Sends `GET /` on `stream` and returns the status code; `None` if the connection closes first.
 async fn get(stream: &mut TcpStream) -> Option<u16> {
     stream.write_all(REQUEST).await.ok()?;
+    status(stream).await
+}
+
+/// Reads one whole response from `stream` and returns its status code; `None` if the connection
+/// closes first.
+async fn status(stream: &mut TcpStream) -> Option<u16> {
     let mut response = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -177,4 +184,50 @@ async fn over_the_cap_a_connection_is_closed_at_once_and_the_others_are_served()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_head_that_arrives_in_pieces_is_served_whole_and_so_is_the_next_request() {
+    let addr = start(options(Duration::from_secs(5), Duration::from_secs(5), 4)).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // Read ahead of hyper: every piece but the last leaves the head incomplete.
+    let (first, last) = REQUEST.split_at(REQUEST.len() - 1);
+    for byte in first {
+        stream.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stream.write_all(last).await.unwrap();
+    assert_eq!(status(&mut stream).await, Some(200), "the dribbled request");
+    assert_eq!(get(&mut stream).await, Some(200), "the next request");
+}
+
+#[tokio::test]
+async fn over_the_cap_a_newcomer_takes_the_slot_of_the_client_that_waited_longest_for_a_head() {
+    let long = Duration::from_secs(30);
+    let addr = start(options(long, long, 2)).await;
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HT").await.unwrap();
+        slow.push(stream);
+        // Arrival order is what eviction goes by.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut newcomer = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        get(&mut newcomer).await,
+        Some(200),
+        "the newcomer is served"
+    );
+    let (oldest, younger) = slow.split_at_mut(1);
+    assert!(
+        closed_within(&mut oldest[0], SLACK).await.is_some(),
+        "the slow client that came first was closed"
+    );
+    assert!(
+        closed_within(&mut younger[0], Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the younger slow client is still open"
+    );
 }
