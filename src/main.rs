@@ -93,6 +93,7 @@ async fn run(args: ServeArgs) -> ExitCode {
         service::router(
             state,
             Limits::new(args.max_in_flight as usize, args.request_timeout),
+            args.known_methods.clone(),
         ),
         rideshare::shutdown::signal(),
         ServeOptions {

@@ -23,7 +23,7 @@ use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SdkTracerProvider, SpanData};
 use proptest::test_runner::{TestCaseError, TestRunner};
 use rideshare::config::Hotspot;
-use rideshare::service::{AppState, Limits, router};
+use rideshare::service::{AppState, KnownMethods, Limits, router};
 use rideshare::vocabulary::{MAX_RADIUS, Vehicle};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -166,6 +166,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Harness::with_known_methods(KnownMethods::default())
+    }
+
+    fn with_known_methods(known_methods: KnownMethods) -> Self {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder()
@@ -188,7 +192,11 @@ impl Harness {
             exporter,
             provider,
             runtime,
-            app: router(state, Limits::new(64, Duration::from_secs(10))),
+            app: router(
+                state,
+                Limits::new(64, Duration::from_secs(10)),
+                known_methods,
+            ),
             _subscriber: tracing::subscriber::set_default(subscriber),
         }
     }
@@ -265,10 +273,10 @@ fn any_query_and_trace_context_through_the_router_gets_an_order_or_a_clear_400()
         .unwrap();
 }
 
-/// The methods the OTel HTTP semantic conventions call known (RFC 9110's and PATCH), written
-/// out here rather than taken from the service, so a change there shows up as a failure.
-const KNOWN_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+/// The methods the OTel HTTP semantic conventions call known (RFC 9110's, PATCH and QUERY),
+/// written out here rather than taken from the service, so a change there shows up as a failure.
+const KNOWN_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY",
 ];
 /// Most bytes of a string attribute the server span records from the request.
 const MAX_VALUE_BYTES: usize = 1024;
@@ -447,6 +455,29 @@ fn hostile_request_lines_get_bounded_spans_named_per_the_semantic_conventions() 
         let expected: BTreeMap<&str, Value> = case.attributes.into_iter().collect();
         assert_eq!(semconv_attributes(&span), expected, "{shown}");
         check_bounded(&span).unwrap();
+    }
+}
+
+#[test]
+fn otel_instrumentation_http_known_methods_replaces_the_known_list_whole() {
+    let cli = Cli::try_parse_from(["rideshare", "--known-methods", "GET,PROPFIND"]).unwrap();
+    let harness = Harness::with_known_methods(cli.serve.known_methods);
+    // (method, span name, http.request.method, http.request.method_original)
+    let cases = [
+        ("PROPFIND", "PROPFIND /car", "PROPFIND", None),
+        ("GET", "GET /car", "GET", None),
+        ("POST", "HTTP /car", "_OTHER", Some("POST")),
+    ];
+    for (method, name, recorded, original) in cases {
+        let (status, _, span) = harness.send(request(method, "/car")).unwrap();
+        assert_eq!(span.name, name, "{method} answered {status}");
+        let attributes = semconv_attributes(&span);
+        assert_eq!(attributes["http.request.method"], Value::from(recorded));
+        let original = original.map(Value::from);
+        assert_eq!(
+            attributes.get("http.request.method_original"),
+            original.as_ref()
+        );
     }
 }
 

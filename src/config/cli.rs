@@ -11,6 +11,7 @@ use super::telemetry::TelemetryArgs;
 use super::values::{
     parse_connection_timeout, parse_duration, parse_http_url, parse_label_value, parse_work_scale,
 };
+use crate::service::{DEFAULT_KNOWN_METHODS, KnownMethods};
 
 /// The rideshare service: orders bikes, scooters and cars, burning CPU that shows in its profiles.
 #[derive(Debug, Parser)]
@@ -117,6 +118,10 @@ pub struct ServeArgs {
     /// Most client connections open at once; one more is closed as soon as it is accepted.
     #[arg(long, env = "RIDESHARE_MAX_CONNECTIONS", value_name = "RIDESHARE_MAX_CONNECTIONS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// The HTTP methods server spans record as themselves; any other is `_OTHER` (a full
+    /// replacement of the default list, as the HTTP semantic conventions define it).
+    #[arg(long, env = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", value_name = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", default_value = DEFAULT_KNOWN_METHODS, value_parser = KnownMethods::parse)]
+    pub known_methods: KnownMethods,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }

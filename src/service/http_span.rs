@@ -5,7 +5,9 @@
 //! name is what trace backends group by and what the profiler labels samples with (`span_name`,
 //! from `otel.name`), so a name taken from the request line would let any client mint new series.
 
-use axum::extract::{MatchedPath, Request};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry_http::HeaderExtractor;
@@ -13,11 +15,73 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// The methods the semantic conventions call known: RFC 9110's and PATCH (RFC 5789). Compared
-/// case-sensitively, as the conventions say: `get` is not `GET`.
-const KNOWN_METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
+/// The methods the semantic conventions call known by default: RFC 9110's, PATCH (RFC 5789) and
+/// QUERY (httpbis-safe-method-w-body), in `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` form.
+pub const DEFAULT_KNOWN_METHODS: &str =
+    "CONNECT,DELETE,GET,HEAD,OPTIONS,PATCH,POST,PUT,QUERY,TRACE";
+
+/// Longest method a known-methods list may name: its span names stay short (the longest is the
+/// method, a space and the longest route).
+const MAX_METHOD_BYTES: usize = 32;
+
+/// Most methods a known-methods list may name: each is a span name per route.
+const MAX_METHODS: usize = 32;
+
+/// The methods recorded as themselves; any other is `_OTHER`. Compared case-sensitively, as the
+/// conventions say: `get` is not `GET`. The conventions require a way to replace the list when
+/// a valid method would otherwise become `_OTHER` (`OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`, a
+/// full override, not an addition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownMethods(Arc<[Box<str>]>);
+
+impl KnownMethods {
+    /// Parses a comma-separated list (spaces around a method and empty items are ignored): each
+    /// method an HTTP token of at most 32 bytes, at most 32 of them. An empty value is the
+    /// default list, as the OTel spec has it for every empty variable; a lone `,` knows no method.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        if list.trim().is_empty() {
+            return Ok(KnownMethods::default());
+        }
+        let methods: Vec<Box<str>> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(Box::from)
+            .collect();
+        if methods.len() > MAX_METHODS {
+            return Err(format!(
+                "expected at most {MAX_METHODS} methods, got {}",
+                methods.len()
+            ));
+        }
+        if let Some(bad) = methods.iter().find(|m| !is_method(m)) {
+            return Err(format!(
+                "expected comma-separated HTTP methods (letters, digits and !#$%&'*+-.^_`|~, at \
+                 most {MAX_METHOD_BYTES} bytes each), e.g. GET,POST,PROPFIND; got {:?}",
+                bad.chars().take(40).collect::<String>()
+            ));
+        }
+        Ok(KnownMethods(methods.into()))
+    }
+
+    fn find(&self, method: &str) -> Option<&str> {
+        self.0.iter().map(|m| &**m).find(|known| *known == method)
+    }
+}
+
+impl Default for KnownMethods {
+    fn default() -> Self {
+        let methods = DEFAULT_KNOWN_METHODS.split(',').map(Box::from);
+        KnownMethods(methods.collect())
+    }
+}
+
+/// An RFC 9110 token of at most [`MAX_METHOD_BYTES`].
+fn is_method(m: &str) -> bool {
+    m.len() <= MAX_METHOD_BYTES
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
 
 /// `http.request.method` of any method not in [`KNOWN_METHODS`].
 const OTHER_METHOD: &str = "_OTHER";
@@ -31,8 +95,12 @@ const MAX_VALUE_BYTES: usize = 1024;
 
 /// Middleware: runs the rest of the request inside a SERVER span named `{method} {route}`, or
 /// `{method}` when no route matched (the conventions forbid the path: it is unbounded).
-pub(super) async fn http_server_span(request: Request, next: Next) -> Response {
-    let (method, original) = span_method(request.method().as_str());
+pub(super) async fn http_server_span(
+    State(known): State<KnownMethods>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (method, original) = span_method(&known, request.method().as_str());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -73,8 +141,8 @@ pub(super) async fn http_server_span(request: Request, next: Next) -> Response {
 
 /// `http.request.method` for `method`, and `http.request.method_original` when that differs:
 /// a known method as is, any other as [`OTHER_METHOD`] with the original beside it.
-fn span_method(method: &str) -> (&'static str, Option<&str>) {
-    match KNOWN_METHODS.into_iter().find(|known| *known == method) {
+fn span_method<'a>(known: &'a KnownMethods, method: &'a str) -> (&'a str, Option<&'a str>) {
+    match known.find(method) {
         Some(known) => (known, None),
         None => (OTHER_METHOD, Some(method)),
     }
@@ -82,7 +150,7 @@ fn span_method(method: &str) -> (&'static str, Option<&str>) {
 
 /// The span name from the recorded method and the matched route, which are both the service's
 /// own words: at most the longest method and route.
-fn span_name(method: &'static str, route: Option<&str>) -> String {
+fn span_name(method: &str, route: Option<&str>) -> String {
     let method = if method == OTHER_METHOD {
         OTHER_METHOD_NAME
     } else {
@@ -123,12 +191,34 @@ mod tests {
 
     #[test]
     fn known_methods_are_recorded_as_is_and_any_other_as_other_with_the_original() {
-        for known in KNOWN_METHODS {
-            assert_eq!(span_method(known), (known, None));
+        let known = KnownMethods::default();
+        for method in DEFAULT_KNOWN_METHODS.split(',') {
+            assert_eq!(span_method(&known, method), (method, None));
         }
         for other in ["get", "Get", "PROPFIND", "GET ", "", "XAAL"] {
-            assert_eq!(span_method(other), ("_OTHER", Some(other)));
+            assert_eq!(span_method(&known, other), ("_OTHER", Some(other)));
         }
+    }
+
+    #[test]
+    fn a_known_methods_list_replaces_the_default_whole() {
+        let known = KnownMethods::parse(" GET, PROPFIND ,,").unwrap();
+        assert_eq!(span_method(&known, "PROPFIND"), ("PROPFIND", None));
+        assert_eq!(span_method(&known, "GET"), ("GET", None));
+        assert_eq!(span_method(&known, "POST"), ("_OTHER", Some("POST")));
+        let none = KnownMethods::parse(",").unwrap();
+        assert_eq!(span_method(&none, "GET"), ("_OTHER", Some("GET")));
+        assert_eq!(KnownMethods::parse(" ").unwrap(), KnownMethods::default());
+    }
+
+    #[test]
+    fn a_known_methods_list_of_anything_but_short_tokens_is_refused() {
+        let long = "A".repeat(MAX_METHOD_BYTES + 1);
+        let many = vec!["M"; MAX_METHODS + 1].join(",");
+        for bad in ["GET,PO ST", "GET;POST", "GÉT", &long, &many] {
+            assert!(KnownMethods::parse(bad).is_err(), "{bad:.40}");
+        }
+        assert!(KnownMethods::parse(&"A".repeat(MAX_METHOD_BYTES)).is_ok());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use axum::routing::get;
 
 use crate::config::Hotspot;
 pub use edge::{ServeOptions, fit_open_files, serve};
+pub use http_span::{DEFAULT_KNOWN_METHODS, KnownMethods};
 pub use limits::Limits;
 use work::Work;
 
@@ -45,7 +46,7 @@ impl AppState {
 }
 
 /// The routes, each wrapped in its HTTP server span; the orders also behind the load limits.
-pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
+pub fn router(state: Arc<AppState>, limits: Limits, known_methods: KnownMethods) -> Router {
     let orders = routes::orders().route_layer(axum::middleware::from_fn_with_state(
         limits,
         limits::shed_load,
@@ -55,6 +56,9 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .merge(orders)
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn(limits::size_limits))
-        .layer(axum::middleware::from_fn(http_span::http_server_span))
+        .layer(axum::middleware::from_fn_with_state(
+            known_methods,
+            http_span::http_server_span,
+        ))
         .with_state(state)
 }

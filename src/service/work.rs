@@ -257,6 +257,7 @@ mod tests {
         let app = crate::service::router(
             state,
             crate::service::Limits::new(8, Duration::from_secs(60)),
+            crate::service::KnownMethods::default(),
         );
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{ServeOptions, serve};
 use crate::config::Hotspot;
-use crate::service::{AppState, Limits, router};
+use crate::service::{AppState, KnownMethods, Limits, router};
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n";
 /// Scheduling noise allowed on top of a timeout.
@@ -32,7 +32,8 @@ async fn start(options: ServeOptions) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = AppState::new("test".into(), "us-east".into(), 0.0, Hotspot::Off);
-    let app = router(Arc::new(state), Limits::new(8, Duration::from_secs(10)));
+    let limits = Limits::new(8, Duration::from_secs(10));
+    let app = router(Arc::new(state), limits, KnownMethods::default());
     tokio::spawn(serve(listener, app, std::future::pending(), options));
     addr
 }
