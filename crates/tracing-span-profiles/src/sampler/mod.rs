@@ -34,6 +34,7 @@ mod modules;
 mod ring;
 mod signal;
 mod stats;
+mod symbols;
 mod sys;
 mod thread;
 mod unwind;
