@@ -236,12 +236,12 @@ impl Symbolizer {
 
     /// The demangled symbol-table name of `addr` (`true`), or `module+0xoffset` if no symbol
     /// covers it (`false`); `None` for an address in no module, even after reading the modules
-    /// again (once per report).
+    /// again (once per report, and at most every 30 s: see `symbols`).
     fn table_name(&mut self, addr: u64) -> Option<(String, bool)> {
         let table = self.table.get_or_insert_with(SymbolTable::current);
         if matches!(table.lookup(addr), Name::Unknown) && !self.refreshed {
             self.refreshed = true;
-            self.use_table(SymbolTable::refresh());
+            self.use_table(SymbolTable::refresh_unless_recent());
         }
         match self.table.as_ref()?.lookup(addr) {
             Name::Symbol(name) => Some((symbolic_demangle::demangle(name).into_owned(), true)),

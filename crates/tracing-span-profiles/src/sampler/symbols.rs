@@ -7,11 +7,14 @@
 //! take it), so that a flame graph says at least where the CPU went, never a bare address.
 //!
 //! The table is rebuilt when modules were loaded or unloaded since it was read
-//! ([`modules::generation`]), and when an address falls in no known module (one refresh per
-//! report, in case a library came and went between two checks).
+//! ([`modules::generation`]), and when an address falls in no known module (once per report, in
+//! case a library came and went unnoticed, and at most every [`MIN_FORCED_AGE`]: a misread stack
+//! can give such addresses in every report, and reading a large executable's symbols costs
+//! tens of milliseconds).
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use object::{Object, ObjectSymbol, SymbolKind};
 
@@ -25,7 +28,11 @@ pub(crate) struct SymbolTable {
     modules: Vec<(Range<u64>, u64, Box<str>)>,
     /// The module generation this table was read at.
     generation: u64,
+    read_at: Instant,
 }
+
+/// The youngest table that an address in no known module has read again.
+const MIN_FORCED_AGE: Duration = Duration::from_secs(30);
 
 /// What an address is.
 pub(crate) enum Name<'a> {
@@ -52,6 +59,16 @@ impl SymbolTable {
                 table
             }
         }
+    }
+
+    /// The process's table, read again unless it was read less than [`MIN_FORCED_AGE`] ago:
+    /// for an address in no module the table knows.
+    pub(crate) fn refresh_unless_recent() -> Arc<SymbolTable> {
+        let current = Self::current();
+        if current.read_at.elapsed() < MIN_FORCED_AGE {
+            return current;
+        }
+        Self::refresh()
     }
 
     /// The process's table, read again now.
@@ -83,6 +100,7 @@ impl SymbolTable {
             functions,
             modules,
             generation,
+            read_at: Instant::now(),
         }
     }
 
