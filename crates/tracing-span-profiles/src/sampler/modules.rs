@@ -50,8 +50,9 @@ impl Image {
     }
 }
 
-/// Calls `f(module, object)` for every loaded module whose image can be read.
-pub(crate) fn for_each(mut f: impl FnMut(&Module<'_>, &object::File<'_>)) {
+/// Calls `f(module, object)` for every loaded module, with its parsed image where it could be
+/// read (`None` otherwise: its frames can still be named after the module).
+pub(crate) fn for_each(mut f: impl FnMut(&Module<'_>, Option<&object::File<'_>>)) {
     let maps = Mappings::read();
     let mut index = 0;
     TargetSharedLibrary::each(|lib| {
@@ -67,18 +68,15 @@ pub(crate) fn for_each(mut f: impl FnMut(&Module<'_>, &object::File<'_>)) {
             Some(range) => vdso_image(range),
             None => open_file(first, &name, maps.containing(start)),
         };
-        let Some(image) = image else {
-            return;
-        };
-        let Ok(object) = object::File::parse(image.bytes()) else {
-            return;
-        };
+        let object = image
+            .as_ref()
+            .and_then(|image| object::File::parse(image.bytes()).ok());
         let module = Module {
             name: &name,
             bias: lib.virtual_memory_bias().0 as u64,
             avma: start..start.saturating_add(lib.len() as u64),
         };
-        f(&module, &object);
+        f(&module, object.as_ref());
     });
 }
 

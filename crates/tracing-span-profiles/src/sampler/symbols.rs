@@ -83,6 +83,9 @@ impl SymbolTable {
         let mut modules = Vec::new();
         modules::for_each(|module, object| {
             modules.push((module.avma.clone(), module.bias, module.short_name().into()));
+            let Some(object) = object else {
+                return;
+            };
             let mut symbols: Vec<_> = object.symbols().collect();
             if !symbols.iter().any(is_function) {
                 symbols = object.dynamic_symbols().collect();

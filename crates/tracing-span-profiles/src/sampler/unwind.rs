@@ -151,6 +151,9 @@ fn loaded_modules() -> Vec<framehop::Module<Vec<u8>>> {
     let mut modules = Vec::new();
     // ELF relative addresses are SVMAs (base 0); the bias turns them into runtime addresses.
     modules::for_each(|module, object| {
+        let Some(object) = object else {
+            return; // framehop's frame-pointer rule is all there is for it
+        };
         modules.push(framehop::Module::new(
             module.name.to_owned(),
             module.avma.clone(),
