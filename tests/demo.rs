@@ -238,6 +238,34 @@ fn samples_by_region(demo: &Demo) -> BTreeMap<String, Vec<Sample>> {
     out
 }
 
+/// A hexadecimal address and nothing else: a frame the profiler could not name.
+fn is_bare_address(frame: &str) -> bool {
+    frame
+        .strip_prefix("0x")
+        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The service's samples name every frame: the vDSO's `clock_gettime` under `spin`, libc's
+/// functions (from `.dynsym`, libc's `.symtab` being stripped), and at worst `module+0xoffset`
+/// (libc's thread start, which no symbol table names), never a bare address.
+#[test]
+fn every_sampled_frame_has_a_name() {
+    let by_region = samples_by_region(demo());
+    let mut samples = 0;
+    let mut bare: BTreeMap<String, i64> = BTreeMap::new();
+    for s in by_region.values().flatten() {
+        samples += 1;
+        for frame in s.stack.iter().filter(|f| is_bare_address(f)) {
+            add(&mut bare, frame, s.value);
+        }
+    }
+    assert!(samples > 0, "the demo pushed samples");
+    assert!(
+        bare.is_empty(),
+        "frames named by a bare address (CPU ns): {bare:?}"
+    );
+}
+
 #[test]
 fn the_report_is_what_the_raw_captures_say() {
     let demo = demo();
@@ -648,7 +676,10 @@ fn clicking_the_slowest_request_opens_its_flame_graph() {
                 if (!box) return "missing";
                 if (box.hidden || box.offsetHeight === 0) return "hidden";
                 const frame = box.querySelector("iframe");
-                const svg = frame && frame.contentDocument && frame.contentDocument.querySelector("svg");
+                const doc = frame && frame.contentDocument;
+                // A document still being parsed has only the start of its graph.
+                if (!doc || doc.readyState !== "complete") return "loading";
+                const svg = doc.querySelector("svg");
                 return svg ? "svg:" + svg.textContent : "loading";
             }})()"#
         );

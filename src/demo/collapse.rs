@@ -16,6 +16,18 @@ fn anonymous(name: &str) -> bool {
     name.starts_with('{') && name.ends_with('}') && !name.contains("::")
 }
 
+/// A frame that no symbol names, only its module and offset (`libc.so.6+0x891f4`, libc's
+/// thread start on a system whose libc has no symbol table): a run of frames is better named
+/// after its first real function.
+fn in_module_only(name: &str) -> bool {
+    name.rsplit_once("+0x").is_some_and(|(module, offset)| {
+        !module.is_empty()
+            && !module.contains([' ', ':'])
+            && !offset.is_empty()
+            && offset.chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
 /// One frame of the merged call tree, with its CPU in each input.
 #[derive(Default)]
 struct Node {
@@ -85,10 +97,15 @@ fn emit(node: &Node, path: &mut Vec<String>, out: &mut [Folded]) {
             run.push((next_name.as_str(), next));
         }
         let pushed = if run.len() >= MIN_COLLAPSE {
+            let first = run
+                .iter()
+                .map(|(name, _)| *name)
+                .find(|name| !in_module_only(name))
+                .unwrap_or(run[0].0);
             path.push(format!(
                 "[{} frames: {} … {}]",
                 run.len(),
-                run[0].0,
+                first,
                 run[run.len() - 1].0
             ));
             1
@@ -140,6 +157,15 @@ mod tests {
             ])
         );
         assert_eq!(shown.values().sum::<i64>(), input.values().sum::<i64>());
+        // A run is named after its first frame that has a function name.
+        let input = folded(&[(
+            "libc.so.6+0x1098eb;libc.so.6+0x891f4;thread_start;run;order_car;spin",
+            1,
+        )]);
+        assert_eq!(
+            for_display(&[&input]).pop().unwrap(),
+            folded(&[("[4 frames: thread_start … run];order_car;spin", 1)])
+        );
         // Short runs are left alone.
         let input = folded(&[("a;b", 1), ("a;c", 1)]);
         assert_eq!(for_display(&[&input]).pop().unwrap(), input);

@@ -69,6 +69,9 @@ impl Session {
                     let mut last_reclaim = Instant::now();
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DRAIN_INTERVAL)
                     {
+                        // Libraries loaded since the last period get unwind tables (one cheap
+                        // `dl_iterate_phdr` step when nothing changed).
+                        shared.unwinder.refresh_if_changed();
                         let mut aggregator = lock(&aggregator);
                         aggregator.drain(&shared.ring, &TABLE);
                         if last_reclaim.elapsed() >= reclaim_interval {

@@ -10,9 +10,9 @@ use pyroscope::backend::{
 };
 
 use super::interner::{LabelTable, Resolved, unpack};
-use super::modules::SymbolTable;
 use super::ring::{Ring, SampleRecord};
 use super::stats;
+use super::symbols::{Name, SymbolTable};
 use super::thread;
 
 /// Key prefix: label index, thread id, thread name (two words), then the stack.
@@ -125,6 +125,10 @@ pub(crate) struct Symbolizer {
     config: BackendConfig,
     inlined_frames: bool,
     symbols: HashMap<u64, Arc<[StackFrame]>>,
+    /// The symbol table `symbols` was filled from.
+    table: Option<Arc<SymbolTable>>,
+    /// Whether this report already read the table again for an address in no known module.
+    refreshed: bool,
 }
 
 impl Symbolizer {
@@ -133,6 +137,8 @@ impl Symbolizer {
             config,
             inlined_frames,
             symbols: HashMap::new(),
+            table: None,
+            refreshed: false,
         }
     }
 
@@ -144,6 +150,8 @@ impl Symbolizer {
         if self.symbols.len() > MAX_CACHED_SYMBOLS {
             self.symbols.clear();
         }
+        self.use_table(SymbolTable::current());
+        self.refreshed = false;
         let mut buffer = StackBuffer::default();
         let mut total = 0;
         for (key, count) in counts {
@@ -189,49 +197,101 @@ impl Symbolizer {
         buffer.into()
     }
 
+    /// Makes `table` the one names come from; names cached from another table are forgotten
+    /// (modules were loaded or unloaded: an address may now be in another one).
+    fn use_table(&mut self, table: Arc<SymbolTable>) {
+        if !self.table.as_ref().is_some_and(|t| Arc::ptr_eq(t, &table)) {
+            self.symbols.clear();
+            self.table = Some(table);
+        }
+    }
+
     /// The frames at one address, innermost inlined function first, as pyroscope's pprof
     /// backend builds them from `backtrace::resolve` (which looks up `ip - 1`), with one
     /// improvement: when the outermost (real, not inlined) function has an unqualified DWARF
     /// name, as in builds with `debug = "line-tables-only"`, its symbol-table name is used
     /// instead, so a function `find_nearest_vehicle` in module `service::frames` of crate `app`
     /// reads `app::service::frames::find_nearest_vehicle` in release builds too. (Inlined frames
-    /// keep the DWARF name; only `debug = "limited"` or more gives them their path.)
+    /// keep the DWARF name; only `debug = "limited"` or more gives them their path.) Where
+    /// `backtrace` finds nothing (the vDSO, a library without debug info) the symbol table
+    /// names the frame.
     ///
     /// Without `inlined_frames`, only the symbol table is read: one frame per real function, and
     /// none of the DWARF that `backtrace` would parse and keep (for a service's release binary
     /// with line tables, often over 100 MB).
     fn symbolize(&mut self, ip: u64) -> Arc<[StackFrame]> {
-        let inlined_frames = self.inlined_frames;
-        self.symbols
-            .entry(ip)
-            .or_insert_with(|| {
-                if !inlined_frames {
-                    let name = SymbolTable::get()
-                        .lookup(ip.wrapping_sub(1))
-                        .map(|n| symbolic_demangle::demangle(n).into_owned())
-                        .unwrap_or_else(|| format!("{ip:#x}"));
-                    return Arc::from([StackFrame::new(None, Some(name), None, None, None, None)]);
-                }
-                let mut frames = Vec::new();
-                backtrace::resolve(ip as *mut c_void, |symbol| {
-                    frames.push(stack_frame(symbol));
-                });
-                if let Some(outer) = frames.last_mut()
-                    && outer.name.as_ref().is_some_and(|n| !n.contains("::"))
-                    && let Some(name) = SymbolTable::get().lookup(ip.wrapping_sub(1))
-                {
-                    outer.name = Some(symbolic_demangle::demangle(name).into_owned());
-                }
-                frames.into()
-            })
-            .clone()
+        if let Some(frames) = self.symbols.get(&ip) {
+            return frames.clone();
+        }
+        let name = self.table_name(ip.wrapping_sub(1));
+        let frames: Arc<[StackFrame]> = if self.inlined_frames {
+            inlined_frames(ip, name)
+        } else {
+            let name = name.map(|(name, _)| name).unwrap_or_else(|| unknown(ip));
+            Arc::from([named_frame(name)])
+        };
+        self.symbols.insert(ip, frames.clone());
+        frames
     }
+
+    /// The demangled symbol-table name of `addr` (`true`), or `module+0xoffset` if no symbol
+    /// covers it (`false`); `None` for an address in no module, even after reading the modules
+    /// again (once per report, and at most every 30 s: see `symbols`).
+    fn table_name(&mut self, addr: u64) -> Option<(String, bool)> {
+        let table = self.table.get_or_insert_with(SymbolTable::current);
+        if matches!(table.lookup(addr), Name::Unknown) && !self.refreshed {
+            self.refreshed = true;
+            self.use_table(SymbolTable::refresh_unless_recent());
+        }
+        match self.table.as_ref()?.lookup(addr) {
+            Name::Symbol(name) => Some((symbolic_demangle::demangle(name).into_owned(), true)),
+            Name::InModule(name) => Some((name, false)),
+            Name::Unknown => None,
+        }
+    }
+}
+
+/// `backtrace`'s frames at `ip`, the outermost renamed from the symbol table as
+/// [`Symbolizer::symbolize`] says; the table's name alone where `backtrace` has none.
+fn inlined_frames(ip: u64, table_name: Option<(String, bool)>) -> Arc<[StackFrame]> {
+    let mut frames = Vec::new();
+    backtrace::resolve(ip as *mut c_void, |symbol| {
+        frames.push(stack_frame(symbol));
+    });
+    let Some(outer) = frames.last_mut() else {
+        let name = table_name
+            .map(|(name, _)| name)
+            .unwrap_or_else(|| unknown(ip));
+        return Arc::from([named_frame(name)]);
+    };
+    let nameless = outer.name.as_deref().is_none_or(|n| n == UNKNOWN);
+    let unqualified = outer.name.as_deref().is_none_or(|n| !n.contains("::"));
+    match table_name {
+        Some((name, true)) if unqualified => outer.name = Some(name),
+        Some((name, false)) if nameless => outer.name = Some(name),
+        None if nameless => outer.name = Some(unknown(ip)),
+        _ => {}
+    }
+    frames.into()
+}
+
+/// The name `backtrace` symbols without a name get.
+const UNKNOWN: &str = "Unknown";
+
+/// The name of an address in no loaded module (a stack the unwinder misread, or code that is
+/// not in a module): says so, rather than pass for a function.
+fn unknown(ip: u64) -> String {
+    format!("[unknown] {:#x}", ip.wrapping_sub(1))
+}
+
+fn named_frame(name: String) -> StackFrame {
+    StackFrame::new(None, Some(name), None, None, None, None)
 }
 
 fn stack_frame(symbol: &backtrace::Symbol) -> StackFrame {
     let raw = symbol.name().map(|n| n.as_bytes().to_vec());
     let name = symbolic_demangle::demangle(&String::from_utf8_lossy(
-        raw.as_deref().unwrap_or(b"Unknown"),
+        raw.as_deref().unwrap_or(UNKNOWN.as_bytes()),
     ))
     .into_owned();
     let path = symbol

@@ -17,6 +17,9 @@
 //! - a collector thread empties the ring every 40 ms into counts per (label set, stack), and
 //!   `report()` symbolizes them into the crate's `Report`s, one per label set, whose tags the
 //!   crate's session encoder turns into pprof sample labels (`collect`, `backend`).
+//! - unwind and symbol tables come from every loaded module, the vDSO included, read from the
+//!   objects actually mapped, and are rebuilt when libraries are loaded or unloaded; a frame no
+//!   symbol covers is named `module+0xoffset` (`modules`, `symbols`, `unwind`).
 //!
 //! Label ids are bounded ([`MAX_LABEL_SETS`] live sets) and reclaimed: an id that no thread
 //! switched to, was sampled under or still runs under for a whole reclaim interval is freed and
@@ -34,6 +37,7 @@ mod modules;
 mod ring;
 mod signal;
 mod stats;
+mod symbols;
 mod sys;
 mod thread;
 mod unwind;

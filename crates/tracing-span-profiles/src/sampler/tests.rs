@@ -359,3 +359,79 @@ fn framehop_unwinds_our_own_stack_with_both_readers() {
         assert!(ips.len() > 5, "unwound into the test harness: {names:?}");
     }
 }
+
+/// The runtime address of the C symbol `name`, as the dynamic linker resolves it.
+fn dlsym(name: &std::ffi::CStr) -> u64 {
+    // SAFETY: dlsym with the default handle and a NUL-terminated name only looks the name up.
+    let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    assert!(!addr.is_null(), "{name:?} resolves");
+    addr as u64
+}
+
+#[test]
+fn libc_functions_are_named_from_dynsym_and_other_addresses_by_module() {
+    use super::symbols::{Name, SymbolTable};
+    let table = SymbolTable::current();
+    // Debian strips libc's .symtab: `getpid` is only named if .dynsym is read. Its strong
+    // alias `__getpid` is preferred where both exist.
+    let getpid = dlsym(c"getpid");
+    let name = table.function(getpid + 1);
+    assert!(name.is_some_and(|n| n.ends_with("getpid")), "{name:?}");
+    // `stdout` is data: in libc, in no function.
+    match table.lookup(dlsym(c"stdout")) {
+        Name::InModule(name) => assert!(name.starts_with("libc.so.6+0x"), "{name}"),
+        Name::Symbol(name) => panic!("data named as the function {name}"),
+        Name::Unknown => panic!("libc's data is in no module"),
+    }
+    assert!(matches!(table.lookup(16), Name::Unknown));
+}
+
+/// The path of the loaded library whose file name starts with `prefix`, from /proc/self/maps.
+fn loaded_path(prefix: &str) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            std::path::Path::new(p)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(prefix))
+        })
+        .map(str::to_owned)
+}
+
+#[test]
+fn a_library_replaced_on_disk_keeps_the_names_of_the_one_mapped() {
+    use super::symbols::{Name, SymbolTable};
+    // SAFETY: dlopen of the system zlib, whose initialisers are benign; never closed.
+    let zlib = unsafe { libc::dlopen(c"libz.so.1".as_ptr(), libc::RTLD_NOW) };
+    let Some(system) = (!zlib.is_null()).then(|| loaded_path("libz.so")).flatten() else {
+        eprintln!("no libz.so.1 on this system: nothing to test");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tsp-replaced-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("libzcopy.so");
+    std::fs::copy(&system, &copy).unwrap();
+    let path = std::ffi::CString::new(copy.to_str().unwrap()).unwrap();
+    // SAFETY: as above, for a copy of the same file; never closed.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "the copy loads");
+    // SAFETY: looks a name up in the library just loaded.
+    let crc32 = unsafe { libc::dlsym(handle, c"crc32".as_ptr()) } as u64;
+    assert!(crc32 != 0);
+    // A deploy: another file takes the path (here, not even an ELF file).
+    let next = dir.join("next");
+    std::fs::write(&next, vec![0u8; 4096]).unwrap();
+    std::fs::rename(&next, &copy).unwrap();
+    let table = SymbolTable::refresh();
+    let name = match table.lookup(crc32 + 1) {
+        Name::Symbol(name) => name.to_owned(),
+        Name::InModule(name) => name,
+        Name::Unknown => "unknown".to_owned(),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        name.starts_with("crc32"),
+        "named from the mapped file: {name}"
+    );
+}

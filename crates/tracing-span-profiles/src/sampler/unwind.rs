@@ -6,10 +6,12 @@
 //! vendored pprof-rs uses, and it has an explicit no-allocation mode. Everything it needs is
 //! prepared off the signal path:
 //!
-//! - the [`Unwinder`] (module list with copies of each module's `.eh_frame`/`.eh_frame_hdr`) is
-//!   built once per process on the first `initialize` and never changes nor freed afterwards, so
-//!   handlers use it through a shared reference. Libraries `dlopen`ed later are not in it; their
-//!   frames unwind by framehop's frame-pointer fallback rule;
+//! - the unwind tables (module list with copies of each module's `.eh_frame`/`.eh_frame_hdr`,
+//!   the vDSO's included, read from its memory) are built on the first `initialize`, and built
+//!   anew off the signal path when the collector sees that modules were loaded or unloaded
+//!   ([`Unwinder::refresh_if_changed`]). Handlers only see complete tables: a new set is
+//!   published with one atomic pointer swap, and the old one is freed only once no handler is
+//!   reading through it (see [`Unwinder`]);
 //! - unwinding with [`MustNotAllocateDuringUnwind`] keeps DWARF evaluation state in fixed-size
 //!   arrays, and the only mutable state, the rule cache, lives in a [`Pool`] of preallocated
 //!   scratch areas. A handler takes one with a compare-and-swap on its `busy` flag; a handler
@@ -22,8 +24,9 @@
 //!   validates, so a bad frame ends the stack instead of faulting.
 
 use std::cell::UnsafeCell;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use framehop::{
     CacheNative, MustNotAllocateDuringUnwind, UnwindRegsNative, Unwinder as _, UnwinderNative,
@@ -34,21 +37,94 @@ use super::modules;
 use super::ring::MAX_DEPTH;
 use super::sys::{self, Regs};
 
-pub(crate) type Unwinder = UnwinderNative<Vec<u8>, MustNotAllocateDuringUnwind>;
+type Tables = UnwinderNative<Vec<u8>, MustNotAllocateDuringUnwind>;
 type Cache = CacheNative<MustNotAllocateDuringUnwind>;
 
+/// The process's unwind tables, which the collector may replace while handlers use them.
+///
+/// A handler counts itself in `readers` before it loads `current` and out after its last use of
+/// the tables. A rebuild swaps `current` and then waits until it sees `readers` at zero: with
+/// both sides sequentially consistent, a handler that loaded the old tables is counted until it
+/// is done, and one that counts itself afterwards loads the new ones. If handlers never leave
+/// (one is stuck), the old tables are leaked rather than freed under it.
+pub(crate) struct Unwinder {
+    current: AtomicPtr<Tables>,
+    readers: AtomicUsize,
+    /// [`modules::generation`] when `current` was built; only the collector thread and the
+    /// first `initialize` (under `REBUILD`) write it.
+    generation: AtomicU64,
+}
+
 static UNWINDER: OnceLock<Unwinder> = OnceLock::new();
+/// Serializes rebuilds.
+static REBUILD: Mutex<()> = Mutex::new(());
+/// How long a rebuild waits for handlers to leave the old tables before leaking them.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// The process's unwinder, built on first use (reads every loaded module's unwind tables; not
 /// signal-safe).
 pub(crate) fn unwinder() -> &'static Unwinder {
     UNWINDER.get_or_init(|| {
-        let mut unwinder = Unwinder::new();
-        for module in loaded_modules() {
-            unwinder.add_module(module);
+        let generation = modules::generation();
+        Unwinder {
+            current: AtomicPtr::new(Box::into_raw(Box::new(build()))),
+            readers: AtomicUsize::new(0),
+            generation: AtomicU64::new(generation),
         }
-        unwinder
     })
+}
+
+impl Unwinder {
+    /// Rebuilds the tables if modules were loaded or unloaded since they were built; true if it
+    /// did. Not signal-safe: for the collector thread.
+    pub(crate) fn refresh_if_changed(&self) -> bool {
+        let _one = REBUILD.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = modules::generation();
+        if generation == self.generation.load(Ordering::Relaxed) {
+            return false;
+        }
+        // Read before the modules are: a change during the build triggers another one.
+        self.generation.store(generation, Ordering::Relaxed);
+        let new = Box::into_raw(Box::new(build()));
+        let old = self.current.swap(new, Ordering::SeqCst);
+        if wait_for_readers(&self.readers) {
+            // SAFETY: `old` came from `Box::into_raw`, is no longer published, and no handler
+            // still reads it (see the type's docs).
+            drop(unsafe { Box::from_raw(old) });
+        }
+        true
+    }
+
+    /// Calls `f` with the current tables. Async-signal-safe: two atomic increments and a load.
+    fn with<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        let tables = self.current.load(Ordering::SeqCst);
+        // SAFETY: `tables` is published and never freed while `readers` counts us (see the
+        // type's docs).
+        let result = f(unsafe { &*tables });
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// Waits up to [`GRACE`] until no handler reads tables; true if none does.
+fn wait_for_readers(readers: &AtomicUsize) -> bool {
+    let deadline = Instant::now() + GRACE;
+    while readers.load(Ordering::SeqCst) != 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
+fn build() -> Tables {
+    let mut tables = Tables::new();
+    for module in loaded_modules() {
+        tables.add_module(module);
+    }
+    tables
 }
 
 struct Sections<'a, 'data>(&'a object::File<'data>);
@@ -74,11 +150,14 @@ impl framehop::ModuleSectionInfo<Vec<u8>> for Sections<'_, '_> {
 fn loaded_modules() -> Vec<framehop::Module<Vec<u8>>> {
     let mut modules = Vec::new();
     // ELF relative addresses are SVMAs (base 0); the bias turns them into runtime addresses.
-    modules::for_each(|path, bias, avma, object| {
+    modules::for_each(|module, object| {
+        let Some(object) = object else {
+            return; // framehop's frame-pointer rule is all there is for it
+        };
         modules.push(framehop::Module::new(
-            path.to_owned(),
-            avma,
-            bias,
+            module.name.to_owned(),
+            module.avma.clone(),
+            module.bias,
             Sections(object),
         ));
     });
@@ -208,18 +287,20 @@ impl Pool {
         let unwind_regs = UnwindRegsNative::new(regs.lr, regs.sp, regs.fp);
         #[cfg(not(target_arch = "aarch64"))]
         let unwind_regs = UnwindRegsNative::new(regs.pc, regs.sp, regs.fp);
-        let mut frames = unwinder.iter_frames(regs.pc, unwind_regs, cache, &mut read);
-        // The first frame is the pc itself, already recorded.
-        if let Ok(Some(_)) = frames.next() {
-            while let Ok(Some(frame)) = frames.next() {
-                if outcome.depth == MAX_DEPTH {
-                    outcome.truncated = true;
-                    break;
+        unwinder.with(|tables| {
+            let mut frames = tables.iter_frames(regs.pc, unwind_regs, cache, &mut read);
+            // The first frame is the pc itself, already recorded.
+            if let Ok(Some(_)) = frames.next() {
+                while let Ok(Some(frame)) = frames.next() {
+                    if outcome.depth == MAX_DEPTH {
+                        outcome.truncated = true;
+                        break;
+                    }
+                    ips[outcome.depth] = frame.address();
+                    outcome.depth += 1;
                 }
-                ips[outcome.depth] = frame.address();
-                outcome.depth += 1;
             }
-        }
+        });
         slot.busy.store(false, Ordering::Release);
         outcome
     }
