@@ -746,7 +746,60 @@ fn sampled_cpu_matches_process_cpu_at_100hz_and_max_rate() {
             (sampled / cpu.as_secs_f64() - 1.0).abs() <= 0.05,
             "{rate} Hz: sampled {sampled:.3} s for {cpu:?} of CPU"
         );
+        assert!(
+            (d.periods_taken as f64 / d.periods_expected as f64 - 1.0).abs() <= 0.05,
+            "{rate} Hz: stats say {} periods taken for {} expected",
+            d.periods_taken,
+            d.periods_expected
+        );
     }
+}
+
+/// Every thread gets a timer, at its first label switch at the latest; the timers of threads
+/// that exited are deleted by the next scan, and `shutdown` deletes them all. (Other tests'
+/// threads may come and go meanwhile: a margin of 2.)
+#[test]
+fn timers_follow_threads_that_come_and_go() {
+    let _serial = serial();
+    let _watchdog = watchdog("timers", Duration::from_secs(60));
+    let (backend, sink) = start(100, Duration::from_secs(1));
+    let set = LabelSet::from_pairs([("burn", "t")]);
+    let extra = 8;
+    std::thread::sleep(Duration::from_millis(450)); // a scan or two: settled
+    let before = stats().thread_timers;
+    let (go, done) = (
+        std::sync::Barrier::new(extra + 1),
+        std::sync::Barrier::new(extra + 1),
+    );
+    let during = std::thread::scope(|s| {
+        for _ in 0..extra {
+            s.spawn(|| {
+                sink.switch(None, Some(&set));
+                go.wait();
+                done.wait();
+            });
+        }
+        go.wait();
+        // Armed at their first switch, before any scan.
+        let during = stats().thread_timers;
+        done.wait();
+        during
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let after = stats().thread_timers;
+    backend.shutdown().unwrap();
+    eprintln!(
+        "timers: {before} before, {during} with {extra} more threads, {after} after they exited"
+    );
+    assert!(
+        during + 2 >= before + extra as u64,
+        "{during} timers, {before} before"
+    );
+    assert!(
+        after + extra as u64 <= during + 2,
+        "{after} timers left, {during} before"
+    );
+    assert_eq!(stats().thread_timers, 0, "shutdown deletes every timer");
 }
 
 fn thread_cpu() -> Duration {

@@ -68,6 +68,8 @@ impl Session {
             std::thread::Builder::new()
                 .name("sampler-collect".into())
                 .spawn(move || {
+                    // Started after the first scan: arm this thread's timer now.
+                    timers::arm_current_thread();
                     let mut last_reclaim = Instant::now();
                     let mut last_scan = Instant::now();
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DRAIN_INTERVAL)

@@ -21,6 +21,7 @@
 //! The handler ([`on_sigprof`]) is async-signal-safe because everything it touches is:
 //! - atomics on static or preallocated memory (the state pointer, counters, the ring's sequence
 //!   numbers, the unwinder scratch flags);
+//! - the `siginfo_t` the kernel wrote for this signal (its timer overrun count);
 //! - the interrupted thread's `const`-initialised, `Drop`-free thread-local slot (a plain TLS
 //!   load);
 //! - fixed-size buffers only: the ring record it claimed, and a preallocated unwinder scratch
