@@ -14,6 +14,20 @@ pub struct Profiler {
 }
 
 impl Profiler {
+    /// Says once, at start, what the sample rate means on this kernel when it is above the
+    /// tick (the library's own line is lost: the sampler starts before the log subscriber).
+    pub fn announce(&self, sample_rate: u32) {
+        let tick = tracing_span_profiles::sampler::stats().kernel_tick_hz;
+        if self.sampler && tick != 0 && sample_rate > tick {
+            tracing::info!(
+                sample_rate,
+                kernel_tick_hz = tick,
+                "profiler: a thread gets at most {tick} stacks per second of its CPU; samples \
+                 are weighted by the periods they stand for, so CPU totals stay right"
+            );
+        }
+    }
+
     /// Takes the last profile and pushes it, with what earlier pushes left behind, within
     /// `deadline`.
     pub fn shutdown(self, deadline: Duration) {
@@ -30,12 +44,19 @@ impl Profiler {
             }
         }
         if self.sampler {
-            // What a benchmark or an operator needs to judge the labels: how many samples were
-            // lost, and how many went out without their span's labels.
+            // What a benchmark or an operator needs to judge the profiles: whether they hold the
+            // CPU the process spent (periods expected from its CPU clock vs taken by the
+            // timers), how many samples were lost, and how many went out without their span's
+            // labels.
             let s = tracing_span_profiles::sampler::stats();
             tracing::info!(
+                periods_expected = s.periods_expected,
+                periods_taken = s.periods_taken,
+                periods_reported = s.periods_reported,
                 samples_taken = s.samples_taken,
                 samples_reported = s.samples_reported,
+                kernel_tick_hz = s.kernel_tick_hz,
+                threads_untimed = s.threads_untimed,
                 dropped_ring_full = s.samples_dropped_ring_full,
                 overflow_labels = s.samples_overflow_labels,
                 stale_labels = s.samples_stale_labels,

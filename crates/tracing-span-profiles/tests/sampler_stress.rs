@@ -18,7 +18,8 @@ use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, Report, Repor
 use pyroscope::pyroscope::PyroscopeAgentBuilder;
 use telemetry_capture::Capture;
 use tracing_span_profiles::sampler::{
-    MAX_LABEL_SETS, SampleLabels, SamplerConfig, SamplerStats, sampler_backend, stats,
+    MAX_LABEL_SETS, MAX_SAMPLE_RATE, SampleLabels, SamplerConfig, SamplerStats, sampler_backend,
+    stats,
 };
 use tracing_span_profiles::{LabelSet, LabelSink};
 
@@ -647,38 +648,173 @@ fn thread_id_and_name_tags_only_when_asked() {
     }
 }
 
-#[test]
-fn samples_match_cpu_time_at_100hz() {
-    let _serial = serial();
-    let _watchdog = watchdog("rate", Duration::from_secs(120));
-    let (mut backend, sink) = start(100, Duration::from_secs(1));
-    let set = LabelSet::from_pairs([("burn", "b"), ("task", "rate")]);
-    let before = stats();
-    let cpu_before = process_cpu();
-    for _ in 0..150 {
-        black_box(burn_b(&sink, &set, 10_000 * iters_per_us()));
+/// Periods in all of `reports` (what the session encoder turns into CPU time), per value of
+/// the `burn` label ("" for samples without one).
+fn periods_by_burn(reports: &[Report]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for stack in stacks(reports) {
+        let burn = stack.labels.get("burn").cloned().unwrap_or_default();
+        *out.entry(burn).or_default() += stack.count;
     }
-    let cpu = process_cpu() - cpu_before;
-    let taken = stats().samples_taken - before.samples_taken;
-    let labelled = stacks_with(&report(&mut backend), "burn", "b");
+    out
+}
+
+/// Burns CPU under `set` on the calling thread until the thread has used `cpu` since the call;
+/// returns the thread CPU time it used.
+fn burn_for(kind: usize, sink: &SampleLabels, set: &LabelSet, cpu: Duration) -> Duration {
+    let start = thread_cpu();
+    let chunk = 2_000 * iters_per_us();
+    while thread_cpu() - start < cpu {
+        black_box(burn(kind, sink, set, chunk));
+    }
+    thread_cpu() - start
+}
+
+/// Two threads burn CPU concurrently at 1:3; each one's share of the sampled CPU must match its
+/// share of the two threads' CPU clocks. At the highest rate, far above the kernel tick, where
+/// a process-wide timer loses expiries while signals are pending.
+#[test]
+fn thread_shares_of_sampled_cpu_match_their_cpu_clocks() {
+    let _serial = serial();
+    let _watchdog = watchdog("shares", Duration::from_secs(120));
+    let rate = MAX_SAMPLE_RATE;
+    let (mut backend, sink) = start(rate, Duration::from_secs(1));
+    let sets = [("a", 0, 400), ("b", 1, 1200)].map(|(name, kind, ms)| {
+        (
+            LabelSet::from_pairs([("burn", name), ("task", "share")]),
+            kind,
+            Duration::from_millis(ms),
+        )
+    });
+    let cpu: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = sets
+            .iter()
+            .map(|(set, kind, ms)| s.spawn(|| burn_for(*kind, &sink, set, *ms)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let by_burn = periods_by_burn(&report(&mut backend));
     backend.shutdown().unwrap();
-    let expected = cpu.as_secs_f64() * 100.0;
-    eprintln!("rate: {taken} samples ({labelled} labelled) for {cpu:?} of process CPU");
-    assert!(
-        (0.7 * expected..=1.15 * expected).contains(&(taken as f64)),
-        "{taken} samples for {expected:.0} expected"
+    let sampled = [by_burn.get("a"), by_burn.get("b")].map(|n| *n.unwrap_or(&0) as f64);
+    let clock_share = cpu[0].as_secs_f64() / (cpu[0] + cpu[1]).as_secs_f64();
+    let sampled_share = sampled[0] / (sampled[0] + sampled[1]).max(1.0);
+    eprintln!(
+        "shares at {rate} Hz: thread a {:.3} of sampled CPU ({:.0} periods), {clock_share:.3} of \
+         the CPU clocks ({cpu:?})",
+        sampled_share,
+        sampled[0] + sampled[1]
     );
     assert!(
-        labelled as f64 >= 0.6 * expected,
-        "{labelled} of {expected:.0}"
+        (sampled_share - clock_share).abs() <= 0.05,
+        "thread a: {sampled_share:.3} of sampled CPU, {clock_share:.3} of CPU"
     );
 }
 
+/// A busy process's sampled CPU (weighted samples over the rate, as the session encoder counts
+/// it) is its CPU clock, within 5%, at 100 Hz and at the highest accepted rate.
+#[test]
+fn sampled_cpu_matches_process_cpu_at_100hz_and_max_rate() {
+    let _serial = serial();
+    let _watchdog = watchdog("rate", Duration::from_secs(120));
+    for rate in [100, MAX_SAMPLE_RATE] {
+        let (mut backend, sink) = start(rate, Duration::from_secs(1));
+        let set = LabelSet::from_pairs([("burn", "b"), ("task", "rate")]);
+        let before = stats();
+        let cpu_before = process_cpu();
+        std::thread::scope(|s| {
+            for kind in [1, 2] {
+                let (sink, set) = (&sink, &set);
+                s.spawn(move || burn_for(kind, sink, set, Duration::from_millis(700)));
+            }
+        });
+        let cpu = process_cpu() - cpu_before;
+        let reports = report(&mut backend);
+        let d = delta(&before, &stats());
+        backend.shutdown().unwrap();
+        let periods: usize = periods_by_burn(&reports).values().sum();
+        let sampled = periods as f64 / f64::from(rate);
+        eprintln!(
+            "rate {rate} Hz: sampled {sampled:.3} s for {:.3} s of process CPU ({} samples, {} \
+             periods taken, {} expected, tick {} Hz)",
+            cpu.as_secs_f64(),
+            d.samples_taken,
+            d.periods_taken,
+            d.periods_expected,
+            d.kernel_tick_hz
+        );
+        assert!(
+            (sampled / cpu.as_secs_f64() - 1.0).abs() <= 0.05,
+            "{rate} Hz: sampled {sampled:.3} s for {cpu:?} of CPU"
+        );
+        assert!(
+            (d.periods_taken as f64 / d.periods_expected as f64 - 1.0).abs() <= 0.05,
+            "{rate} Hz: stats say {} periods taken for {} expected",
+            d.periods_taken,
+            d.periods_expected
+        );
+    }
+}
+
+/// Every thread gets a timer, at its first label switch at the latest; the timers of threads
+/// that exited are deleted by the next scan, and `shutdown` deletes them all. (Other tests'
+/// threads may come and go meanwhile: a margin of 2.)
+#[test]
+fn timers_follow_threads_that_come_and_go() {
+    let _serial = serial();
+    let _watchdog = watchdog("timers", Duration::from_secs(60));
+    let (backend, sink) = start(100, Duration::from_secs(1));
+    let set = LabelSet::from_pairs([("burn", "t")]);
+    let extra = 8;
+    std::thread::sleep(Duration::from_millis(450)); // a scan or two: settled
+    let before = stats().thread_timers;
+    let (go, done) = (
+        std::sync::Barrier::new(extra + 1),
+        std::sync::Barrier::new(extra + 1),
+    );
+    let during = std::thread::scope(|s| {
+        for _ in 0..extra {
+            s.spawn(|| {
+                sink.switch(None, Some(&set));
+                go.wait();
+                done.wait();
+            });
+        }
+        go.wait();
+        // Armed at their first switch, before any scan.
+        let during = stats().thread_timers;
+        done.wait();
+        during
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let after = stats().thread_timers;
+    backend.shutdown().unwrap();
+    eprintln!(
+        "timers: {before} before, {during} with {extra} more threads, {after} after they exited"
+    );
+    assert!(
+        during + 2 >= before + extra as u64,
+        "{during} timers, {before} before"
+    );
+    assert!(
+        after + extra as u64 <= during + 2,
+        "{after} timers left, {during} before"
+    );
+    assert_eq!(stats().thread_timers, 0, "shutdown deletes every timer");
+}
+
+fn thread_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
 fn process_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     // SAFETY: writes into a local timespec.
     unsafe {
         let mut ts: libc::timespec = std::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+        libc::clock_gettime(clock, &mut ts);
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 }
@@ -815,6 +951,8 @@ fn sigprof_handler() -> libc::sighandler_t {
 fn delta(before: &SamplerStats, after: &SamplerStats) -> SamplerStats {
     SamplerStats {
         samples_taken: after.samples_taken - before.samples_taken,
+        periods_taken: after.periods_taken - before.periods_taken,
+        periods_expected: after.periods_expected - before.periods_expected,
         samples_dropped_ring_full: after.samples_dropped_ring_full
             - before.samples_dropped_ring_full,
         samples_overflow_labels: after.samples_overflow_labels - before.samples_overflow_labels,
@@ -823,6 +961,10 @@ fn delta(before: &SamplerStats, after: &SamplerStats) -> SamplerStats {
         samples_truncated: after.samples_truncated - before.samples_truncated,
         samples_collected: after.samples_collected - before.samples_collected,
         samples_reported: after.samples_reported - before.samples_reported,
+        periods_reported: after.periods_reported - before.periods_reported,
+        thread_timers: after.thread_timers,
+        threads_untimed: after.threads_untimed,
+        kernel_tick_hz: after.kernel_tick_hz,
         label_sets_live: after.label_sets_live,
         label_sets_interned: after.label_sets_interned - before.label_sets_interned,
         label_sets_reclaimed: after.label_sets_reclaimed - before.label_sets_reclaimed,

@@ -1,4 +1,5 @@
-//! The `pyroscope::backend::Backend` implementation: lifecycle and the collector thread.
+//! The `pyroscope::backend::Backend` implementation: lifecycle and the collector thread (which
+//! also keeps the per-thread timers in step with the process's threads).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,6 +14,7 @@ use super::collect::{Aggregator, Symbolizer};
 use super::interner::TABLE;
 use super::ring::Ring;
 use super::signal::{self, Shared};
+use super::timers;
 use super::unwind::{self, Pool};
 
 /// How often the collector empties the ring: at 1000 Hz on 2 busy cores (2000 samples/s) a pass
@@ -66,7 +68,10 @@ impl Session {
             std::thread::Builder::new()
                 .name("sampler-collect".into())
                 .spawn(move || {
+                    // Started after the first scan: arm this thread's timer now.
+                    timers::arm_current_thread();
                     let mut last_reclaim = Instant::now();
+                    let mut last_scan = Instant::now();
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DRAIN_INTERVAL)
                     {
                         // Libraries loaded since the last period get unwind tables (one cheap
@@ -77,6 +82,11 @@ impl Session {
                         if last_reclaim.elapsed() >= reclaim_interval {
                             aggregator.reclaim(&TABLE);
                             last_reclaim = Instant::now();
+                        }
+                        drop(aggregator);
+                        if last_scan.elapsed() >= timers::SCAN_INTERVAL {
+                            timers::scan();
+                            last_scan = Instant::now();
                         }
                     }
                 })

@@ -23,8 +23,11 @@ const MAX_CACHED_SYMBOLS: usize = 200_000;
 /// Samples collected since the last report, keyed by raw addresses. Shared by the collector
 /// thread and `report()`; kept cheap to lock (symbolization happens elsewhere).
 pub(crate) struct Aggregator {
-    /// `[label index, thread, name0, name1, ips...]` -> count.
+    /// `[label index, thread, name0, name1, ips...]` -> sampling periods (the sum of the
+    /// samples' weights).
     counts: HashMap<Box<[u64]>, u64>,
+    /// Records (samples) behind `counts`.
+    records: u64,
     /// Label sets referenced by `counts`; index 0 is "no labels".
     label_sets: Vec<Arc<[Tag]>>,
     /// Packed label word -> index into `label_sets`. Valid until the next reclaim, which may
@@ -36,6 +39,7 @@ pub(crate) struct Aggregator {
 /// What one report period collected, unsymbolized.
 pub(crate) struct Collected {
     counts: HashMap<Box<[u64]>, u64>,
+    records: u64,
     label_sets: Vec<Arc<[Tag]>>,
 }
 
@@ -43,6 +47,7 @@ impl Aggregator {
     pub(crate) fn new() -> Self {
         Aggregator {
             counts: HashMap::new(),
+            records: 0,
             label_sets: vec![Arc::from([])],
             label_index: HashMap::new(),
             key: Vec::with_capacity(PREFIX + super::ring::MAX_DEPTH),
@@ -61,6 +66,8 @@ impl Aggregator {
             return;
         }
         stats::bump(&stats::COLLECTED);
+        self.records += 1;
+        let weight = u64::from(record.weight.max(1));
         let label = self.label_index_for(record.label, table);
         self.key.clear();
         self.key.push(u64::from(label));
@@ -73,9 +80,9 @@ impl Aggregator {
         ));
         self.key.extend_from_slice(&record.ips[..depth]);
         if let Some(count) = self.counts.get_mut(self.key.as_slice()) {
-            *count += 1;
+            *count += weight;
         } else {
-            self.counts.insert(self.key.as_slice().into(), 1);
+            self.counts.insert(self.key.as_slice().into(), weight);
         }
     }
 
@@ -114,6 +121,7 @@ impl Aggregator {
         self.label_index.clear();
         Collected {
             counts: std::mem::take(&mut self.counts),
+            records: std::mem::take(&mut self.records),
             label_sets: std::mem::replace(&mut self.label_sets, vec![Arc::from([])]),
         }
     }
@@ -143,10 +151,14 @@ impl Symbolizer {
     }
 
     /// One `Report` per label set (and thread id/name, when the backend config asks), with
-    /// symbolized stacks and sample counts, grouped the way pyroscope's pprof backend groups
+    /// symbolized stacks and counts of sampling periods (weighted samples), grouped the way pyroscope's pprof backend groups
     /// them, so that the session encoder makes the tags pprof sample labels.
     pub(crate) fn reports(&mut self, collected: Collected) -> Vec<Report> {
-        let Collected { counts, label_sets } = collected;
+        let Collected {
+            counts,
+            records,
+            label_sets,
+        } = collected;
         if self.symbols.len() > MAX_CACHED_SYMBOLS {
             self.symbols.clear();
         }
@@ -193,7 +205,8 @@ impl Symbolizer {
             total += count;
             let _ = buffer.record_with_count(trace, count as usize);
         }
-        stats::add(&stats::REPORTED, total);
+        stats::add(&stats::REPORTED, records);
+        stats::add(&stats::PERIODS_REPORTED, total);
         buffer.into()
     }
 

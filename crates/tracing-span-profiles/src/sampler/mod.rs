@@ -11,10 +11,12 @@
 //! - [`SampleLabels`] (the [`LabelSink`]) interns each label set once into a small id, memoized
 //!   in the set's [`LabelSet::sink_slot`], and on every switch stores the id in the thread's slot
 //!   (`interner`, `thread`);
-//! - the SIGPROF handler, driven by `setitimer(ITIMER_PROF)`, unwinds the interrupted stack with
-//!   framehop into a preallocated lock-free ring of fixed-size records (`signal`, `unwind`,
-//!   `ring`);
-//! - a collector thread empties the ring every 40 ms into counts per (label set, stack), and
+//! - the SIGPROF handler, driven by one CPU-time timer per thread (`timer_create` on the
+//!   thread's CPU clock, signalling that thread), unwinds the interrupted stack with framehop
+//!   into a preallocated lock-free ring of fixed-size records, each weighted by the sampling
+//!   periods it stands for (`signal`, `timers`, `unwind`, `ring`);
+//! - a collector thread empties the ring every 40 ms into weighted counts per (label set,
+//!   stack), finds new and finished threads for the timers every 200 ms, and
 //!   `report()` symbolizes them into the crate's `Report`s, one per label set, whose tags the
 //!   crate's session encoder turns into pprof sample labels (`collect`, `backend`).
 //! - unwind and symbol tables come from every loaded module, the vDSO included, read from the
@@ -40,6 +42,7 @@ mod stats;
 mod symbols;
 mod sys;
 mod thread;
+mod timers;
 mod unwind;
 
 #[cfg(test)]
@@ -54,13 +57,21 @@ use crate::{LabelSet, LabelSink};
 pub use interner::MAX_LABEL_SETS;
 pub use ring::MAX_DEPTH;
 
+/// The highest accepted [`SamplerConfig::sample_rate`]. Per-thread timers account for any rate
+/// (overruns weight the samples), but a period far below the kernel tick only makes weights
+/// larger, not stacks more frequent.
+pub const MAX_SAMPLE_RATE: u32 = 1000;
+
 /// How the sampler samples and what its reports carry.
 #[derive(Debug, Clone, Copy)]
 pub struct SamplerConfig {
-    /// Samples per second of CPU time (1..=1000). Give the pyroscope agent builder the same
-    /// value: the session encoder derives each sample's CPU nanoseconds from it
-    /// (`count * 1e9 / sample_rate`). The kernel tick (`CONFIG_HZ`) caps what a thread really
-    /// gets.
+    /// Sampling periods per second of each thread's CPU time (1..=[`MAX_SAMPLE_RATE`]; others are
+    /// refused). Give the pyroscope agent builder the same value: the session encoder derives
+    /// each count's CPU nanoseconds from it (`count * 1e9 / sample_rate`), and counts are
+    /// periods, so profiles add up to the CPU spent at any accepted rate. The kernel checks
+    /// CPU timers at its tick (`CONFIG_HZ`, [`SamplerStats::kernel_tick_hz`]): above that rate a
+    /// thread still gets at most one stack per tick, weighted by the periods it stands for
+    /// (`start` logs this once).
     pub sample_rate: u32,
     /// `report_thread_id` / `report_thread_name` add `thread_id` / `thread_name` tags, as in
     /// the stock pprof backend (they split every label set's samples per thread, so they cost
@@ -104,9 +115,9 @@ impl Default for SamplerConfig {
 /// samples to label.
 ///
 /// `initialize` (called by the agent's `build`) fails if a sampler of this module or another
-/// SIGPROF profiler (such as pyroscope's pprof backend) is already running in the process, since
-/// SIGPROF and `ITIMER_PROF` are process-wide. `shutdown` disarms the timer and restores the
-/// SIGPROF disposition found at `initialize`.
+/// SIGPROF profiler (such as pyroscope's pprof backend, which arms `ITIMER_PROF`) is already
+/// running in the process, since the SIGPROF disposition is process-wide. `shutdown` deletes the
+/// timers and restores the SIGPROF disposition found at `initialize`.
 pub fn sampler_backend(config: SamplerConfig) -> (BackendImpl<BackendUninitialized>, SampleLabels) {
     (
         BackendImpl::new(Box::new(backend::SamplerBackend::new(config))),
@@ -139,13 +150,24 @@ impl LabelSink for SampleLabels {
 }
 
 /// Counters since the process started (take differences around a benchmark). Every sample the
-/// timer delivered while a sampler ran is in `samples_taken`; it then was dropped
+/// timers delivered while a sampler ran is in `samples_taken`; it then was dropped
 /// (`samples_dropped_ring_full`), or collected (`samples_collected`) and handed out by the next
 /// `report()` (`samples_reported`), unless the sampler shut down first.
+///
+/// A sample stands for one or more sampling periods (see [`SamplerConfig::sample_rate`]), so
+/// "did the profile get the CPU?" is `periods_taken` (and `periods_reported`) against
+/// `periods_expected`: equal but for the partial period each thread has in progress, and the
+/// CPU of threads not timed (`threads_untimed`) or of samples dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SamplerStats {
     /// SIGPROF deliveries handled while a sampler was running.
     pub samples_taken: u64,
+    /// Sampling periods those samples stand for: each counts 1 plus the expiries of its
+    /// thread's timer that the kernel folded into it (timer overruns).
+    pub periods_taken: u64,
+    /// Periods the process's CPU time while a sampler ran amounts to (CPU time × rate, from
+    /// `CLOCK_PROCESS_CPUTIME_ID` at start, stop and now): what `periods_taken` should reach.
+    pub periods_expected: u64,
     /// Samples lost because the ring was full.
     pub samples_dropped_ring_full: u64,
     /// Samples taken while the thread's label set could not be interned (table full); reported
@@ -162,6 +184,16 @@ pub struct SamplerStats {
     pub samples_collected: u64,
     /// Samples handed out in `Report`s by `report()`.
     pub samples_reported: u64,
+    /// Periods handed out in `Report`s (the sum of their counts).
+    pub periods_reported: u64,
+    /// Per-thread timers armed now (0 when no sampler runs).
+    pub thread_timers: u64,
+    /// Threads the last scan of `/proc/self/task` left without a timer (the bound was reached or
+    /// the kernel refused); their CPU is missing from profiles.
+    pub threads_untimed: u64,
+    /// The kernel tick rate found (`CONFIG_HZ`; 0 if unknown): a thread is interrupted at most
+    /// this often per second of its CPU time, whatever the sample rate.
+    pub kernel_tick_hz: u32,
     /// Label sets interned now.
     pub label_sets_live: u64,
     /// Label sets ever interned (each re-interning after a reclaim counts again).
@@ -177,6 +209,8 @@ pub fn stats() -> SamplerStats {
     let table = interner::TABLE.counts();
     SamplerStats {
         samples_taken: stats::get(&stats::TAKEN),
+        periods_taken: stats::get(&stats::PERIODS_TAKEN),
+        periods_expected: stats::expected(sys::process_cpu_ns()),
         samples_dropped_ring_full: stats::get(&stats::DROPPED_RING_FULL),
         samples_overflow_labels: stats::get(&stats::OVERFLOW_LABELS),
         samples_stale_labels: stats::get(&stats::STALE_LABELS),
@@ -184,6 +218,10 @@ pub fn stats() -> SamplerStats {
         samples_truncated: stats::get(&stats::TRUNCATED),
         samples_collected: stats::get(&stats::COLLECTED),
         samples_reported: stats::get(&stats::REPORTED),
+        periods_reported: stats::get(&stats::PERIODS_REPORTED),
+        thread_timers: stats::get(&stats::THREAD_TIMERS),
+        threads_untimed: stats::get(&stats::THREADS_UNTIMED),
+        kernel_tick_hz: sys::kernel_tick_hz(),
         label_sets_live: table.live,
         label_sets_interned: table.interned,
         label_sets_reclaimed: table.reclaimed,

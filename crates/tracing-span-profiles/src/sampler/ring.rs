@@ -28,6 +28,9 @@ pub(crate) struct SampleRecord {
     pub name: [u8; 16],
     /// Number of valid entries in `ips`.
     pub depth: u32,
+    /// Sampling periods this sample stands for: 1 plus the timer overruns the kernel folded
+    /// into its signal.
+    pub weight: u32,
     /// Leaf first. Entry 0 is the interrupted pc plus one and the others are return addresses,
     /// so that every entry can be symbolized as "the instruction before this address".
     pub ips: [u64; MAX_DEPTH],
@@ -39,6 +42,7 @@ impl SampleRecord {
         thread: 0,
         name: [0; 16],
         depth: 0,
+        weight: 0,
         ips: [0; MAX_DEPTH],
     };
 }

@@ -1,19 +1,27 @@
-//! The SIGPROF handler, the profiling timer, and the "one sampler per process" rule.
+//! The SIGPROF handler, the sampling timers, and the "one sampler per process" rule.
 //!
-//! Timer: `setitimer(ITIMER_PROF)`. It counts the CPU time of the whole process, so every thread
-//! is sampled in proportion to the CPU it uses, including threads that never switch labels (the
-//! OTLP exporter, tokio's blocking pool, ...), which a profile of `process_cpu` should contain;
-//! and there is one timer to arm and disarm. Linux delivers each expiry to the thread that was
-//! running when it was noticed (the kernel prefers the current thread for a process-directed
-//! signal), which is what makes reading *this* thread's label slot in the handler right. The
-//! alternative, one `timer_create(CLOCK_THREAD_CPUTIME_ID)` per thread, is more precise on many
-//! cores (no coalescing of expiries while a SIGPROF is pending) but would need every thread to be
-//! known and registered, and misses those that never call the sink. Both are limited by the
-//! kernel tick: rates above `CONFIG_HZ` per running thread are not reached.
+//! Timers: one `timer_create` timer per thread on that thread's CPU clock, delivering SIGPROF to
+//! that thread (`SIGEV_THREAD_ID`); see the `timers` module for why not one `ITIMER_PROF`, and
+//! how threads are found. A thread-directed signal runs the handler on the thread whose CPU
+//! time expired, which is what makes reading *this* thread's label slot in the handler right,
+//! and every thread is sampled in proportion to its CPU, including threads that never switch
+//! labels (the OTLP exporter, tokio's blocking pool, ...), which a profile of `process_cpu`
+//! should contain.
+//!
+//! Weights: the kernel checks CPU-time timers at its ticks (`CONFIG_HZ`, often 250), so a
+//! thread is interrupted at most that often per second of its CPU, and expiries that fall
+//! between two checks, or while the thread's previous SIGPROF is still pending, are folded into
+//! one signal and counted in its `si_overrun`. Each sample therefore carries a weight of
+//! `1 + si_overrun` periods, and the collector adds weights, so that the CPU a profile shows
+//! (`weight / sample_rate` per sample) is the CPU really spent at any accepted rate. Above the
+//! tick rate, more weight goes into fewer distinct stacks: the totals stay right, the stack
+//! detail is that of a sample at the tick rate. `start` says so once, in a log line, and
+//! [`super::SamplerStats::kernel_tick_hz`] gives the tick found.
 //!
 //! The handler ([`on_sigprof`]) is async-signal-safe because everything it touches is:
 //! - atomics on static or preallocated memory (the state pointer, counters, the ring's sequence
 //!   numbers, the unwinder scratch flags);
+//! - the `siginfo_t` the kernel wrote for this signal (its timer overrun count);
 //! - the interrupted thread's `const`-initialised, `Drop`-free thread-local slot (a plain TLS
 //!   load);
 //! - fixed-size buffers only: the ring record it claimed, and a preallocated unwinder scratch
@@ -28,8 +36,9 @@
 //! stacks are too small for DWARF evaluation), where unwinding needs a few KiB in optimized builds
 //! and about 50 KiB in unoptimized ones.
 //!
-//! Nothing is freed while a handler may still use it: `stop` disarms the timer, discards pending
-//! SIGPROFs, unpublishes the state and waits until no handler is inside before dropping it.
+//! Nothing is freed while a handler may still use it: `stop` deletes every timer, discards
+//! pending SIGPROFs, unpublishes the state and waits until no handler is inside before dropping
+//! it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -40,6 +49,7 @@ use super::ring::Ring;
 use super::stats;
 use super::sys;
 use super::thread::SLOT;
+use super::timers;
 use super::unwind::{Pool, Unwinder};
 
 /// What the handler works with, published through [`STATE`] while a sampler runs.
@@ -57,7 +67,7 @@ static STATE: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
 /// Handlers currently between their entry and exit.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// A running sampler: the timer is armed and the handler installed.
+/// A running sampler: the handler is installed and the per-thread timers armed.
 pub(crate) struct Running {
     shared: Arc<Shared>,
     previous: libc::sigaction,
@@ -67,14 +77,15 @@ pub(crate) struct Running {
 // `sigaction`.
 unsafe impl Send for Running {}
 
-/// Installs the handler and arms the timer at `sample_rate` Hz.
+/// Installs the handler and arms the per-thread timers at `sample_rate` Hz.
 pub(crate) fn start(shared: Arc<Shared>, sample_rate: u32) -> Result<Running, String> {
     if !sys::SUPPORTED {
         return Err("the SIGPROF sampler supports Linux on x86_64 and aarch64 only".into());
     }
-    if !(1..=1000).contains(&sample_rate) {
+    if !(1..=super::MAX_SAMPLE_RATE).contains(&sample_rate) {
         return Err(format!(
-            "sample_rate must be between 1 and 1000 Hz, got {sample_rate}"
+            "sample_rate must be between 1 and {} Hz, got {sample_rate}",
+            super::MAX_SAMPLE_RATE
         ));
     }
     if ACTIVE
@@ -82,17 +93,35 @@ pub(crate) fn start(shared: Arc<Shared>, sample_rate: u32) -> Result<Running, St
         .is_err()
     {
         return Err(
-            "a sampler is already running in this process: SIGPROF and ITIMER_PROF are \
+            "a sampler is already running in this process: the SIGPROF disposition is \
                     process-wide, so only one can be active; shut the other down first"
                 .into(),
         );
     }
+    // SAFETY: `install` only makes libc calls on structs it initialises.
     match unsafe { install(&shared, sample_rate) } {
-        Ok(previous) => Ok(Running { shared, previous }),
+        Ok(previous) => {
+            announce_rate(sample_rate);
+            Ok(Running { shared, previous })
+        }
         Err(e) => {
             ACTIVE.store(false, Ordering::Release);
             Err(e)
         }
+    }
+}
+
+/// Says, once per start, what a rate above the kernel tick means (see the module docs).
+fn announce_rate(sample_rate: u32) {
+    let tick = sys::kernel_tick_hz();
+    if tick != 0 && sample_rate > tick {
+        tracing::info!(
+            sample_rate,
+            kernel_tick_hz = tick,
+            "sampler: the kernel interrupts a thread at most {tick} times per second of its \
+             CPU; each sample is weighted by the periods it stands for, so CPU totals stay \
+             right, with stacks at about {tick} per thread-CPU-second"
+        );
     }
 }
 
@@ -141,36 +170,27 @@ unsafe fn install(shared: &Arc<Shared>, sample_rate: u32) -> Result<libc::sigact
             return Err(format!("sigaction(SIGPROF): {e}"));
         }
 
-        let period_us = 1_000_000 / i64::from(sample_rate);
-        let interval = libc::timeval {
-            tv_sec: (period_us / 1_000_000) as libc::time_t,
-            tv_usec: (period_us % 1_000_000) as libc::suseconds_t,
-        };
-        let timer = libc::itimerval {
-            it_interval: interval,
-            it_value: interval,
-        };
-        if libc::setitimer(libc::ITIMER_PROF, &timer, std::ptr::null_mut()) != 0 {
-            let e = std::io::Error::last_os_error();
+        stats::run_started(sample_rate, sys::process_cpu_ns());
+        if let Err(e) = timers::start(sample_rate) {
+            timers::stop();
+            stats::run_stopped(sys::process_cpu_ns());
             restore(&previous);
             STATE.store(std::ptr::null_mut(), Ordering::SeqCst);
             wait_for_handlers();
-            return Err(format!("setitimer(ITIMER_PROF): {e}"));
+            return Err(e);
         }
         Ok(previous)
     }
 }
 
-/// Disarms the timer, restores the SIGPROF disposition found at `start`, and frees the state
+/// Deletes the timers, restores the SIGPROF disposition found at `start`, and frees the state
 /// once no handler uses it.
 pub(crate) fn stop(running: Running) {
     let Running { shared, previous } = running;
-    // SAFETY: plain libc calls.
-    unsafe {
-        let zero: libc::itimerval = std::mem::zeroed();
-        libc::setitimer(libc::ITIMER_PROF, &zero, std::ptr::null_mut());
-        restore(&previous);
-    }
+    timers::stop();
+    stats::run_stopped(sys::process_cpu_ns());
+    // SAFETY: `previous` is the disposition `sigaction` gave us at `start`.
+    unsafe { restore(&previous) };
     STATE.store(std::ptr::null_mut(), Ordering::SeqCst);
     if !wait_for_handlers() {
         // A handler is stuck (should not happen): leak the state rather than free it under it.
@@ -182,7 +202,7 @@ pub(crate) fn stop(running: Running) {
 
 /// Puts back `previous`, going through SIG_IGN first: that discards any SIGPROF still pending,
 /// which would kill the process if the previous disposition is the default one (terminate).
-/// With the timer already disarmed no new one is generated.
+/// With the timers already deleted no new one is generated.
 unsafe fn restore(previous: &libc::sigaction) {
     // SAFETY: plain libc calls on valid structs.
     unsafe {
@@ -210,7 +230,7 @@ fn wait_for_handlers() -> bool {
 
 extern "C" fn on_sigprof(
     _signal: libc::c_int,
-    _info: *mut libc::siginfo_t,
+    info: *mut libc::siginfo_t,
     ucontext: *mut libc::c_void,
 ) {
     let errno = sys::errno();
@@ -219,7 +239,8 @@ extern "C" fn on_sigprof(
     if !shared.is_null() {
         // SAFETY: `stop` unpublishes the state and waits for IN_FLIGHT to drop to zero before
         // freeing it, and we incremented IN_FLIGHT before loading the pointer.
-        unsafe { sample(&*shared, ucontext) };
+        // The kernel passes the signal's `siginfo_t` to an SA_SIGINFO handler.
+        unsafe { sample(&*shared, info, ucontext) };
     }
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     sys::set_errno(errno);
@@ -227,8 +248,11 @@ extern "C" fn on_sigprof(
 
 /// Takes one sample of the interrupted thread. Async-signal-safe (see the module docs).
 #[inline(always)]
-unsafe fn sample(shared: &Shared, ucontext: *mut libc::c_void) {
+unsafe fn sample(shared: &Shared, info: *const libc::siginfo_t, ucontext: *mut libc::c_void) {
+    // SAFETY: `info` is the kernel's `siginfo_t` for this signal (or null, handled there).
+    let weight = 1 + unsafe { sys::timer_overrun(info) };
     stats::bump(&stats::TAKEN);
+    stats::add(&stats::PERIODS_TAKEN, u64::from(weight));
     let (label, lo, hi, hint) = SLOT.with(|slot| {
         (
             slot.label.load(Ordering::Relaxed),
@@ -246,6 +270,7 @@ unsafe fn sample(shared: &Shared, ucontext: *mut libc::c_void) {
     };
     let record = claim.record();
     record.label = label;
+    record.weight = weight;
     record.depth = 0;
     record.thread = if shared.thread_ids {
         // SAFETY: reads the thread pointer; no side effects.

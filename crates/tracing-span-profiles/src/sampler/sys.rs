@@ -161,3 +161,152 @@ pub(crate) fn current_stack_bounds() -> Option<(usize, usize)> {
 pub(crate) fn current_stack_bounds() -> Option<(usize, usize)> {
     None
 }
+
+/// The CPU time the whole process has used so far, in nanoseconds (`CLOCK_PROCESS_CPUTIME_ID`).
+/// Not called in the signal handler.
+#[cfg(target_os = "linux")]
+pub(crate) fn process_cpu_ns() -> u64 {
+    // SAFETY: writes into a local timespec.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+        ts
+    };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn process_cpu_ns() -> u64 {
+    0
+}
+
+/// The kernel tick rate (`CONFIG_HZ`), read as the resolution of `CLOCK_MONOTONIC_COARSE`,
+/// which the kernel advances once per tick; 0 when unknown. CPU-time timers are checked at
+/// ticks, so a thread is interrupted at most this many times per second of its CPU time.
+#[cfg(target_os = "linux")]
+pub(crate) fn kernel_tick_hz() -> u32 {
+    // SAFETY: writes into a local timespec.
+    let res = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        if libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) != 0 {
+            return 0;
+        }
+        ts
+    };
+    let ns = (res.tv_sec as u64).saturating_mul(1_000_000_000) + res.tv_nsec as u64;
+    (1_000_000_000 + ns / 2).checked_div(ns).unwrap_or(0) as u32
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn kernel_tick_hz() -> u32 {
+    0
+}
+
+/// The calling thread's kernel thread id.
+#[cfg(target_os = "linux")]
+pub(crate) fn current_tid() -> libc::pid_t {
+    // SAFETY: `gettid` has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn current_tid() -> libc::pid_t {
+    0
+}
+
+/// Creates and arms a timer on the CPU clock of thread `tid` of this process, expiring every
+/// `period_ns` of that thread's CPU time and sending SIGPROF to that thread only
+/// (`SIGEV_THREAD_ID`). Returns the timer's id, as the bits of its `timer_t`. Not called in the
+/// signal handler.
+#[cfg(target_os = "linux")]
+pub(crate) fn create_thread_timer(tid: libc::pid_t, period_ns: u64) -> std::io::Result<usize> {
+    // The per-thread CPU clock id the kernel's `posix-cpu-timers` decode (as glibc's
+    // `pthread_getcpuclockid` and async-profiler's ctimer build it): the inverted tid above
+    // three bits of clock type, 2 = CPUCLOCK_SCHED (the scheduler's precise CPU time), 4 =
+    // CPUCLOCK_PERTHREAD_MASK.
+    let clock = ((!tid) << 3) | 6;
+    let period = libc::timespec {
+        tv_sec: (period_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (period_ns % 1_000_000_000) as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: period,
+        it_value: period,
+    };
+    // SAFETY: `sigevent` is a plain C struct, zero is a valid value for all its fields; the
+    // kernel reads the thread id from `sigev_notify_thread_id` (libc's name for the union
+    // member `_tid`); `timer_create` writes the new id into `timer`, which we only pass back to
+    // `timer_settime` / `timer_delete`.
+    unsafe {
+        let mut event: libc::sigevent = std::mem::zeroed();
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = libc::SIGPROF;
+        event.sigev_notify_thread_id = tid;
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        if libc::timer_create(clock, &mut event, &mut timer) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::timer_delete(timer);
+            return Err(e);
+        }
+        Ok(timer as usize)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn create_thread_timer(_tid: libc::pid_t, _period_ns: u64) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Deletes a timer made by [`create_thread_timer`]: it generates no signal after this returns
+/// (one already queued may still be pending).
+#[cfg(target_os = "linux")]
+pub(crate) fn delete_timer(timer: usize) {
+    // SAFETY: `timer` came from `timer_create` and is deleted once (its owner forgets it).
+    unsafe { libc::timer_delete(timer as libc::timer_t) };
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn delete_timer(_timer: usize) {}
+
+/// The timer overrun count of a SIGPROF sent by one of our timers: how many more expiries
+/// happened while this signal was pending (or between two ticks that checked the timer), which
+/// the kernel folds into one signal; 0 for a SIGPROF from elsewhere. Signal handler (reads the
+/// kernel-written `siginfo_t`).
+#[cfg(target_os = "linux")]
+pub(crate) unsafe fn timer_overrun(info: *const libc::siginfo_t) -> u32 {
+    /// The start of the kernel's `siginfo_t` for a POSIX timer signal (`_sifields._timer` of
+    /// `include/uapi/asm-generic/siginfo.h`, the layout of x86_64 and aarch64): three ints, then
+    /// the union, aligned to 8 because it holds pointers, whose timer member begins with the
+    /// timer id and the overrun count.
+    #[repr(C)]
+    struct TimerSiginfo {
+        si_signo: libc::c_int,
+        si_errno: libc::c_int,
+        si_code: libc::c_int,
+        _pad: libc::c_int,
+        si_tid: libc::c_int,
+        si_overrun: libc::c_int,
+    }
+    const _: () =
+        assert!(std::mem::size_of::<TimerSiginfo>() <= std::mem::size_of::<libc::siginfo_t>());
+    if info.is_null() {
+        return 0;
+    }
+    // SAFETY: the kernel passes a valid, fully written `siginfo_t` to an SA_SIGINFO handler,
+    // and `TimerSiginfo` is a prefix of it (checked above for size, and its layout is the
+    // kernel ABI's on the supported 64-bit targets); the overrun field is meaningful only for
+    // `SI_TIMER`, checked first.
+    let info = unsafe { &*(info as *const TimerSiginfo) };
+    if info.si_code != libc::SI_TIMER {
+        return 0;
+    }
+    info.si_overrun.max(0) as u32
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) unsafe fn timer_overrun(_info: *const libc::siginfo_t) -> u32 {
+    0
+}

@@ -8,7 +8,8 @@
 //!
 //! On the first switch of a thread (off the signal path) the slot is registered in [`REGISTRY`]
 //! so that reclamation never frees an id some thread is still running under, and the thread's
-//! stack bounds are recorded so that the handler can read the interrupted stack with plain loads.
+//! stack bounds are recorded so that the handler can read the interrupted stack with plain loads;
+//! if a sampler runs, the thread's CPU timer is armed at once (see `timers`).
 //! A second thread-local, which does have a destructor, unregisters the slot when the thread
 //! exits; the handler never touches that one.
 
@@ -17,7 +18,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::interner::{NO_LABELS, unpack};
-use super::sys;
+use super::{sys, timers};
 
 const UNREGISTERED: u8 = 0;
 const REGISTERED: u8 = 1;
@@ -86,6 +87,7 @@ fn register(slot: &ThreadSlot) {
         slot.stack_lo.store(lo, Ordering::Relaxed);
         slot.stack_hi.store(hi, Ordering::Relaxed);
     }
+    timers::arm_current_thread();
     let addr = &slot.label as *const AtomicU64 as usize;
     REGISTRY
         .lock()
