@@ -1,7 +1,8 @@
 //! What span profiles cost per span, on one core:
 //!
 //! - `label_switch/*`: one enter and exit of a span whose labels differ from its parent's, with
-//!   the sampler's sink (a thread-slot store each way) and, for comparison, with no sink;
+//!   the sampler's sink (a thread-slot store each way) and, for comparison, with no sink and
+//!   with the registry alone (no layer: what the layer adds is the difference);
 //! - `span_life/*`: one span's whole life through the stack a service uses: created, entered,
 //!   exited and closed through the registry, `tracing-opentelemetry` and this layer, then
 //!   batched and encoded as OTLP protobuf, with and without this layer.
@@ -50,6 +51,17 @@ fn label_switch(c: &mut Criterion) {
     let mut group = c.benchmark_group("label_switch");
     bench_switch(&mut group, "sampler", sampler_sink);
     bench_switch(&mut group, "no_labels", NoLabels);
+    // The registry's own enter and exit, without this layer: what the layer adds is the
+    // difference.
+    let child_only = tracing_subscriber::registry();
+    tracing::subscriber::with_default(child_only, || {
+        let root = tracing::info_span!("request");
+        let child = tracing::info_span!(parent: &root, "order", vehicle = "car");
+        let _root = root.enter();
+        group.bench_function("registry_only", |b| {
+            b.iter(|| drop(black_box(&child).enter()))
+        });
+    });
     group.finish();
 }
 

@@ -135,7 +135,7 @@ fn spin(iters: u64, seed: u64) -> u64 {
 macro_rules! burner {
     ($name:ident, $seed:expr) => {
         #[inline(never)]
-        fn $name(sink: &SampleLabels, set: &LabelSet, iters: u64) -> u64 {
+        fn $name(sink: &SampleLabels, set: &Arc<LabelSet>, iters: u64) -> u64 {
             sink.switch(None, Some(set));
             let r = spin(iters, $seed);
             sink.switch(Some(set), None);
@@ -150,7 +150,7 @@ burner!(burn_d, 41);
 
 const KINDS: [&str; 4] = ["a", "b", "c", "d"];
 
-fn burn(kind: usize, sink: &SampleLabels, set: &LabelSet, iters: u64) -> u64 {
+fn burn(kind: usize, sink: &SampleLabels, set: &Arc<LabelSet>, iters: u64) -> u64 {
     match kind {
         0 => burn_a(sink, set, iters),
         1 => burn_b(sink, set, iters),
@@ -257,7 +257,7 @@ fn labels_follow_tasks_interleaved_on_two_workers() {
 }
 
 #[inline(never)]
-fn outer_a(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
+fn outer_a(sink: &SampleLabels, a: &Arc<LabelSet>, b: &Arc<LabelSet>, iters: u64) -> u64 {
     sink.switch(None, Some(a));
     let mut r = spin_a_before(iters);
     r ^= nested_b(sink, a, b, iters);
@@ -267,7 +267,7 @@ fn outer_a(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
 }
 
 #[inline(never)]
-fn nested_b(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
+fn nested_b(sink: &SampleLabels, a: &Arc<LabelSet>, b: &Arc<LabelSet>, iters: u64) -> u64 {
     sink.switch(Some(a), Some(b));
     let r = spin_b(iters);
     sink.switch(Some(b), Some(a));
@@ -301,8 +301,14 @@ fn nested_and_reentered_label_sets() {
     std::thread::scope(|s| {
         for t in 0..3 {
             s.spawn(move || {
-                let a = LabelSet::from_pairs([("set", "A"), ("thread", &*t.to_string())]);
-                let b = LabelSet::from_pairs([("set", "B"), ("thread", &*t.to_string())]);
+                let a = Arc::new(LabelSet::from_pairs([
+                    ("set", "A"),
+                    ("thread", &*t.to_string()),
+                ]));
+                let b = Arc::new(LabelSet::from_pairs([
+                    ("set", "B"),
+                    ("thread", &*t.to_string()),
+                ]));
                 for _ in 0..300 {
                     black_box(outer_a(&sink, &a, &b, iters));
                 }
@@ -372,14 +378,14 @@ fn overflowing_the_label_table_keeps_samples_without_labels() {
     let _ = report(&mut backend);
     let before = stats();
     // Fill the table: every one of these is used in the current epoch.
-    let fillers: Vec<LabelSet> = (0..MAX_LABEL_SETS)
-        .map(|i| LabelSet::from_pairs([("filler", i.to_string())]))
+    let fillers: Vec<Arc<LabelSet>> = (0..MAX_LABEL_SETS)
+        .map(|i| Arc::new(LabelSet::from_pairs([("filler", i.to_string())])))
         .collect();
     for f in &fillers {
         sink.switch(None, Some(f));
     }
     sink.switch(None, None);
-    let extra = LabelSet::from_pairs([("burn", "a"), ("task", "overflow")]);
+    let extra = Arc::new(LabelSet::from_pairs([("burn", "a"), ("task", "overflow")]));
     let iters = 500 * iters_per_us();
     for _ in 0..600 {
         black_box(burn_a(&sink, &extra, iters));
@@ -467,10 +473,10 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                     n += 1;
                     // A distinct label set every few iterations: interning under the table
                     // mutex, and reclaim every 50 ms, race with the handler and each other.
-                    let set = LabelSet::from_pairs([
+                    let set = Arc::new(LabelSet::from_pairs([
                         ("span_id", format!("{:016x}", (t << 40) | (n / 4))),
                         ("span_name", "stress".to_string()),
-                    ]);
+                    ]));
                     sink.switch(None, Some(&set));
                     for i in 0..64 {
                         local.push(vec![i as u8; (n as usize * 31 + i * 17) % 4096 + 1].into());
@@ -490,7 +496,8 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                     if n % 256 == 0 {
                         // Short-lived threads: TLS slot registration and removal under signals.
                         std::thread::spawn(move || {
-                            let set = LabelSet::from_pairs([("span_name", format!("t{n}"))]);
+                            let set =
+                                Arc::new(LabelSet::from_pairs([("span_name", format!("t{n}"))]));
                             sink.switch(None, Some(&set));
                             black_box(spin(20_000, n));
                             black_box(vec![0u8; 10_000]);
@@ -557,7 +564,10 @@ fn agent_pushes_span_labels_as_pprof_sample_labels() {
             .build()
             .and_then(|agent| agent.start())
             .map_err(|e| format!("start agent: {e}"))?;
-            let set = LabelSet::from_pairs([("burn", "c"), ("span_id", "00000000000000c1")]);
+            let set = Arc::new(LabelSet::from_pairs([
+                ("burn", "c"),
+                ("span_id", "00000000000000c1"),
+            ]));
             for _ in 0..1500 {
                 black_box(burn_c(&sink, &set, iters));
             }
@@ -621,7 +631,7 @@ fn thread_id_and_name_tags_only_when_asked() {
     let tid = std::thread::Builder::new()
         .name("burner-x".into())
         .spawn(move || {
-            let set = LabelSet::from_pairs([("burn", "d"), ("task", "named")]);
+            let set = Arc::new(LabelSet::from_pairs([("burn", "d"), ("task", "named")]));
             for _ in 0..600 {
                 black_box(burn_d(&sink, &set, iters));
             }
@@ -652,7 +662,7 @@ fn samples_match_cpu_time_at_100hz() {
     let _serial = serial();
     let _watchdog = watchdog("rate", Duration::from_secs(120));
     let (mut backend, sink) = start(100, Duration::from_secs(1));
-    let set = LabelSet::from_pairs([("burn", "b"), ("task", "rate")]);
+    let set = Arc::new(LabelSet::from_pairs([("burn", "b"), ("task", "rate")]));
     let before = stats();
     let cpu_before = process_cpu();
     for _ in 0..150 {
@@ -687,8 +697,8 @@ fn process_cpu() -> Duration {
 fn switch_fast_path_allocates_nothing() {
     // No sampler needed: the sink works without one, and this is about the sink alone.
     let sink = sampler_backend(SamplerConfig::default()).1;
-    let sets: Vec<LabelSet> = (0..8)
-        .map(|i| LabelSet::from_pairs([("span_id", format!("{i:016x}"))]))
+    let sets: Vec<Arc<LabelSet>> = (0..8)
+        .map(|i| Arc::new(LabelSet::from_pairs([("span_id", format!("{i:016x}"))])))
         .collect();
     for s in &sets {
         sink.switch(None, Some(s)); // first sight: interns

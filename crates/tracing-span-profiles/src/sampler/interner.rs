@@ -134,7 +134,7 @@ impl LabelTable {
     /// Fast path (a set seen before, still live): two relaxed loads, a compare, and at most one
     /// store per id per epoch; no lock, allocation or system call.
     #[inline]
-    pub(crate) fn word_for(&self, set: &LabelSet) -> u64 {
+    pub(crate) fn word_for(&self, set: &Arc<LabelSet>) -> u64 {
         // Acquire pairs with the Release store in `intern`, so a thread that sees the memo also
         // sees the entry it names (the collector relies on this through the ring hand-off).
         let memo = set.sink_slot().load(Ordering::Acquire);
@@ -164,9 +164,9 @@ impl LabelTable {
     /// Slow path: first sight of a set (or of a set whose id was reclaimed).
     #[cold]
     #[inline(never)]
-    fn intern(&self, set: &LabelSet) -> u64 {
+    fn intern(&self, set: &Arc<LabelSet>) -> u64 {
         let mut inner = self.lock();
-        let id = match inner.map.get(set) {
+        let id = match inner.map.get(&**set) {
             // Another `LabelSet` with the same labels was interned already: share its id.
             Some(&id) => id,
             None => {
@@ -186,7 +186,8 @@ impl LabelTable {
                     set.sink_slot().store(word, Ordering::Release);
                     return word;
                 };
-                let shared = Arc::new(set.clone());
+                // The layer's own `Arc`: interning a set copies no label.
+                let shared = Arc::clone(set);
                 let index = id as usize;
                 if inner.entries.len() <= index {
                     inner.entries.resize_with(index + 1, || None);

@@ -41,6 +41,7 @@ mod unwind;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyroscope::backend::{BackendConfig, BackendImpl, BackendUninitialized};
@@ -125,7 +126,7 @@ pub struct SampleLabels {
 
 impl LabelSink for SampleLabels {
     #[inline]
-    fn switch(&self, _from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    fn switch(&self, _from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         let word = match to {
             Some(set) => interner::TABLE.word_for(set),
             None => interner::NO_LABELS,

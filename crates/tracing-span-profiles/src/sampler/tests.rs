@@ -15,8 +15,11 @@ use super::unwind::{self, Pool};
 use super::{sys, thread};
 use crate::LabelSet;
 
-fn set(i: usize) -> LabelSet {
-    LabelSet::from_pairs([("span_id", format!("{i:016x}")), ("span_name", "t".into())])
+fn set(i: usize) -> Arc<LabelSet> {
+    Arc::new(LabelSet::from_pairs([
+        ("span_id", format!("{i:016x}")),
+        ("span_name", "t".into()),
+    ]))
 }
 
 fn table() -> Box<LabelTable> {
@@ -105,7 +108,7 @@ fn ids_held_by_a_thread_survive_reclaim() {
 #[test]
 fn a_full_table_overflows_and_recovers_after_reclaim() {
     let table = table();
-    let sets: Vec<LabelSet> = (0..MAX_LABEL_SETS).map(set).collect();
+    let sets: Vec<Arc<LabelSet>> = (0..MAX_LABEL_SETS).map(set).collect();
     let ids: HashSet<u32> = sets.iter().map(|s| unpack(table.word_for(s)).0).collect();
     assert_eq!(ids.len(), MAX_LABEL_SETS, "every live set has its own id");
     let extra = set(MAX_LABEL_SETS);
