@@ -80,6 +80,17 @@ impl Telemetry {
                 .with_tracer(tp.tracer(setup.service_name.clone()))
                 // Busy/idle timings cost work at every poll; the span's duration is enough.
                 .with_tracked_inactivity(false)
+                // Activating the OTel context costs a lookup, a lock and a context stack push at
+                // every poll, for instrumentation that reads `Context::current()`: the service
+                // has none (spans link through tracing's parents, the labels through
+                // `get_otel_context`, remote parents through `set_parent`).
+                .with_context_activation(false)
+                // Code location (file, line, module), thread id and name, and target are five
+                // attributes per span that neither the HTTP conventions nor the profile link
+                // need, each encoded and exported with every span.
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
                 .with_filter(LevelFilter::INFO)
         });
         let labels = setup
