@@ -28,6 +28,13 @@
 //! Only Linux on x86_64 and aarch64 is supported; elsewhere `initialize` fails.
 
 mod backend;
+#[cfg(all(
+    feature = "bench-internals",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[doc(hidden)]
+pub mod bench;
 mod collect;
 mod interner;
 mod modules;
