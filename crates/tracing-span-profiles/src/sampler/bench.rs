@@ -11,9 +11,9 @@ use std::sync::Arc;
 use pyroscope::backend::BackendConfig;
 
 use super::collect::{Aggregator, Symbolizer};
+use super::here::current_regs;
 use super::interner::LabelTable;
 use super::ring::Ring;
-use super::sys::Regs;
 use super::unwind::{self, Pool, Unwinder};
 use crate::LabelSet;
 
@@ -137,46 +137,5 @@ impl CollectBench {
     pub fn collect_and_report(&mut self) -> usize {
         self.aggregator.drain(&self.ring, &self.table);
         self.symbolizer.reports(self.aggregator.take()).len()
-    }
-}
-
-/// The caller's pc, stack pointer, frame pointer (and, on aarch64, link register).
-#[inline(always)]
-fn current_regs() -> Regs {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (pc, sp, fp): (u64, u64, u64);
-        // SAFETY: reads registers into locals; no memory access, no side effect.
-        unsafe {
-            std::arch::asm!(
-                "lea {pc}, [rip]",
-                "mov {sp}, rsp",
-                "mov {fp}, rbp",
-                pc = out(reg) pc,
-                sp = out(reg) sp,
-                fp = out(reg) fp,
-                options(nomem, nostack, preserves_flags),
-            );
-        }
-        Regs { pc, sp, fp, lr: 0 }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let (pc, sp, fp, lr): (u64, u64, u64, u64);
-        // SAFETY: reads registers into locals; no memory access, no side effect.
-        unsafe {
-            std::arch::asm!(
-                "adr {pc}, .",
-                "mov {sp}, sp",
-                "mov {fp}, x29",
-                "mov {lr}, x30",
-                pc = out(reg) pc,
-                sp = out(reg) sp,
-                fp = out(reg) fp,
-                lr = out(reg) lr,
-                options(nomem, nostack, preserves_flags),
-            );
-        }
-        Regs { pc, sp, fp, lr }
     }
 }

@@ -36,6 +36,11 @@ mod backend;
 #[doc(hidden)]
 pub mod bench;
 mod collect;
+#[cfg(all(
+    any(test, feature = "bench-internals"),
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod here;
 mod interner;
 mod modules;
 mod ring;

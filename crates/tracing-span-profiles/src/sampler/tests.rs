@@ -308,27 +308,10 @@ fn thread_slots_register_and_hold_their_id() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[inline(never)]
 fn unwind_here(stack: Option<(u64, u64)>) -> Vec<u64> {
-    let (pc, sp, fp): (u64, u64, u64);
-    // SAFETY: reads registers only.
-    unsafe {
-        std::arch::asm!(
-            "lea {pc}, [rip]",
-            "mov {sp}, rsp",
-            "mov {fp}, rbp",
-            pc = out(reg) pc,
-            sp = out(reg) sp,
-            fp = out(reg) fp,
-        );
-    }
+    let regs = super::here::current_regs();
     let pool = Pool::new();
     let mut ips = [0u64; MAX_DEPTH];
-    let outcome = pool.unwind(
-        unwind::unwinder(),
-        sys::Regs { pc, sp, fp, lr: 0 },
-        stack,
-        0,
-        &mut ips,
-    );
+    let outcome = pool.unwind(unwind::unwinder(), regs, stack, 0, &mut ips);
     assert!(!outcome.busy);
     ips[..outcome.depth].to_vec()
 }
