@@ -11,6 +11,7 @@
 //! and "0" can mean "no memo yet" in a sink slot.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -62,7 +63,7 @@ pub(crate) enum Resolved {
     Set(Arc<[Tag]>),
 }
 
-struct Entry {
+struct TableEntry {
     set: Arc<LabelSet>,
     /// Made by the collector when a sample first names the set: most sets (one per request) are
     /// never sampled, and the worker that interns a set should not pay for it.
@@ -72,7 +73,7 @@ struct Entry {
 type Map = HashMap<Arc<LabelSet>, u32, BuildHasherDefault<DefaultHasher>>;
 
 struct Inner {
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Option<TableEntry>>,
     map: Map,
     free: Vec<u32>,
     /// Ids below this have been handed out at least once.
@@ -166,15 +167,22 @@ impl LabelTable {
     #[inline(never)]
     fn intern(&self, set: &Arc<LabelSet>) -> u64 {
         let mut inner = self.lock();
-        let id = match inner.map.get(&**set) {
+        let Inner {
+            entries,
+            map,
+            free,
+            next_id,
+        } = &mut *inner;
+        // One hash per new set: the entry is looked up and, if vacant, filled in place.
+        let id = match map.entry(Arc::clone(set)) {
             // Another `LabelSet` with the same labels was interned already: share its id.
-            Some(&id) => id,
-            None => {
-                let id = if let Some(id) = inner.free.pop() {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(vacant) => {
+                let id = if let Some(id) = free.pop() {
                     id
-                } else if (inner.next_id as usize) < TABLE_LEN {
-                    inner.next_id += 1;
-                    inner.next_id - 1
+                } else if (*next_id as usize) < TABLE_LEN {
+                    *next_id += 1;
+                    *next_id - 1
                 } else {
                     self.overflowed.fetch_add(1, Ordering::Relaxed);
                     let word = pack(
@@ -186,17 +194,16 @@ impl LabelTable {
                     set.sink_slot().store(word, Ordering::Release);
                     return word;
                 };
-                // The layer's own `Arc`: interning a set copies no label.
-                let shared = Arc::clone(set);
                 let index = id as usize;
-                if inner.entries.len() <= index {
-                    inner.entries.resize_with(index + 1, || None);
+                if entries.len() <= index {
+                    entries.resize_with(index + 1, || None);
                 }
-                inner.entries[index] = Some(Entry {
-                    set: shared.clone(),
+                // The layer's own `Arc`: interning a set copies no label.
+                entries[index] = Some(TableEntry {
+                    set: Arc::clone(set),
                     tags: OnceLock::new(),
                 });
-                inner.map.insert(shared, id);
+                vacant.insert(id);
                 self.interned.fetch_add(1, Ordering::Relaxed);
                 id
             }
