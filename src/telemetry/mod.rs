@@ -91,19 +91,20 @@ impl Telemetry {
                 .with_location(false)
                 .with_threads(false)
                 .with_target(false)
-                .with_filter(LevelFilter::INFO)
         });
         let labels = setup
             .label_fields
             .iter()
             .fold(SpanProfileLayer::new(sink), |layer, field| {
                 layer.with_label_field(field)
-            })
-            .with_filter(LevelFilter::INFO);
+            });
+        // Traces and labels behind one filter: a per-layer filter looks the span up at every
+        // enter, exit and close to check it, so one filter for both saves a lookup per poll.
+        // The labels layer runs after the OTel layer, whose span ids it reads.
+        let traced = Layer::and_then(otel, labels).with_filter(LevelFilter::INFO);
         tracing_subscriber::registry()
             .with(logs)
-            .with(otel)
-            .with(labels)
+            .with(traced)
             .try_init()
             .map_err(|e| format!("cannot install the tracing subscriber: {e}"))?;
         Ok(Telemetry {
