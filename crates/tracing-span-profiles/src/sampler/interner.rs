@@ -11,14 +11,13 @@
 //! and "0" can mean "no memo yet" in a sink slot.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use pyroscope::backend::Tag;
 
-use crate::LabelSet;
+use crate::{LabelSet, SPAN_ID_LABEL};
 
 /// How many label sets can be live (interned and not yet reclaimed) at once.
 pub const MAX_LABEL_SETS: usize = 32768;
@@ -65,6 +64,8 @@ pub(crate) enum Resolved {
 
 struct TableEntry {
     set: Arc<LabelSet>,
+    /// In the content map (a set without a span id).
+    by_content: bool,
     /// Made by the collector when a sample first names the set: most sets (one per request) are
     /// never sampled, and the worker that interns a set should not pay for it.
     tags: OnceLock<Arc<[Tag]>>,
@@ -74,7 +75,10 @@ type Map = HashMap<Arc<LabelSet>, u32, BuildHasherDefault<DefaultHasher>>;
 
 struct Inner {
     entries: Vec<Option<TableEntry>>,
+    /// Sets without a span id, by content.
     map: Map,
+    /// Ids in use.
+    live: u64,
     free: Vec<u32>,
     /// Ids below this have been handed out at least once.
     next_id: u32,
@@ -118,6 +122,7 @@ impl LabelTable {
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
                 map: HashMap::with_hasher(BuildHasherDefault::new()),
+                live: 0,
                 free: Vec::new(),
                 next_id: FIRST_ID,
             }),
@@ -163,27 +168,27 @@ impl LabelTable {
     }
 
     /// Slow path: first sight of a set (or of a set whose id was reclaimed).
+    ///
+    /// Sets without a span id (field labels only) share an id by content, so that a set every
+    /// request builds anew takes one id, not one per request. A set naming a span id is unique
+    /// to its local trace: it is not hashed (here nor at reclaim), which was most of what
+    /// interning a request's set cost.
     #[cold]
     #[inline(never)]
     fn intern(&self, set: &Arc<LabelSet>) -> u64 {
         let mut inner = self.lock();
-        let Inner {
-            entries,
-            map,
-            free,
-            next_id,
-        } = &mut *inner;
-        // One hash per new set: the entry is looked up and, if vacant, filled in place.
-        let id = match map.entry(Arc::clone(set)) {
+        let by_content = set.get(SPAN_ID_LABEL).is_none();
+        let known = if by_content {
+            inner.map.get(&**set).copied()
+        } else {
+            None
+        };
+        let id = match known {
             // Another `LabelSet` with the same labels was interned already: share its id.
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(vacant) => {
-                let id = if let Some(id) = free.pop() {
-                    id
-                } else if (*next_id as usize) < TABLE_LEN {
-                    *next_id += 1;
-                    *next_id - 1
-                } else {
+            Some(id) => id,
+            None => match self.new_id(&mut inner, set, by_content) {
+                Some(id) => id,
+                None => {
                     self.overflowed.fetch_add(1, Ordering::Relaxed);
                     let word = pack(
                         OVERFLOW_ID,
@@ -193,25 +198,41 @@ impl LabelTable {
                     // lock; `reclaim` bumps the overflow generation when there is room again.
                     set.sink_slot().store(word, Ordering::Release);
                     return word;
-                };
-                let index = id as usize;
-                if entries.len() <= index {
-                    entries.resize_with(index + 1, || None);
                 }
-                // The layer's own `Arc`: interning a set copies no label.
-                entries[index] = Some(TableEntry {
-                    set: Arc::clone(set),
-                    tags: OnceLock::new(),
-                });
-                vacant.insert(id);
-                self.interned.fetch_add(1, Ordering::Relaxed);
-                id
-            }
+            },
         };
         self.mark(id);
         let word = pack(id, self.gens[id as usize].load(Ordering::Relaxed));
         set.sink_slot().store(word, Ordering::Release);
         word
+    }
+
+    /// Gives `set` a free id (`None`: the table is full), keeping the layer's own `Arc`: interning
+    /// copies no label.
+    fn new_id(&self, inner: &mut Inner, set: &Arc<LabelSet>, by_content: bool) -> Option<u32> {
+        let id = if let Some(id) = inner.free.pop() {
+            id
+        } else if (inner.next_id as usize) < TABLE_LEN {
+            inner.next_id += 1;
+            inner.next_id - 1
+        } else {
+            return None;
+        };
+        let index = id as usize;
+        if inner.entries.len() <= index {
+            inner.entries.resize_with(index + 1, || None);
+        }
+        inner.entries[index] = Some(TableEntry {
+            set: Arc::clone(set),
+            tags: OnceLock::new(),
+            by_content,
+        });
+        if by_content {
+            inner.map.insert(Arc::clone(set), id);
+        }
+        inner.live += 1;
+        self.interned.fetch_add(1, Ordering::Relaxed);
+        Some(id)
     }
 
     /// Marks the id of a sampled word as used and says what the word stands for. Called by the
@@ -264,7 +285,10 @@ impl LabelTable {
                 continue;
             }
             if let Some(entry) = inner.entries[index].take() {
-                inner.map.remove(&*entry.set);
+                if entry.by_content {
+                    inner.map.remove(&*entry.set);
+                }
+                inner.live -= 1;
                 // From here on every word naming (id, old generation) is stale.
                 let g = &self.gens[index];
                 g.store(
@@ -290,7 +314,7 @@ impl LabelTable {
     pub(crate) fn counts(&self) -> TableCounts {
         let inner = self.lock();
         TableCounts {
-            live: inner.map.len() as u64,
+            live: inner.live,
             interned: self.interned.load(Ordering::Relaxed),
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
             overflowed_switches: self.overflowed.load(Ordering::Relaxed),

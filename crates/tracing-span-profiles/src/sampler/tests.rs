@@ -44,8 +44,6 @@ fn interning_memoizes_and_equal_sets_share_an_id() {
     assert_ne!(w, NO_LABELS);
     assert_eq!(a.sink_slot().load(Ordering::Relaxed), w, "memo written");
     assert_eq!(table.word_for(&a), w, "fast path gives the same word");
-    let a2 = set(1);
-    assert_eq!(table.word_for(&a2), w, "an equal set shares the id");
     let b = set(2);
     assert_ne!(unpack(table.word_for(&b)).0, unpack(w).0);
     assert_eq!(
@@ -56,7 +54,20 @@ fn interning_memoizes_and_equal_sets_share_an_id() {
         ]
     );
     assert!(matches!(table.resolve(NO_LABELS), Resolved::None));
-    assert_eq!(table.counts().live, 2);
+    // Field-only sets, which every request may build anew, share an id by content.
+    let car = || Arc::new(LabelSet::from_pairs([("vehicle", "car")]));
+    let (c1, c2) = (car(), car());
+    let wc = table.word_for(&c1);
+    assert_eq!(table.word_for(&c2), wc, "an equal set shares the id");
+    // Sets naming a span id are unique to their trace: never hashed, never shared.
+    let a2 = set(1);
+    assert_ne!(table.word_for(&a2), w);
+    assert_eq!(table.counts().live, 4);
+    // Both kinds are freed by reclaim, and a field-only set is found by content no more.
+    table.reclaim(&[]);
+    assert_eq!(table.reclaim(&[]), 4);
+    assert_eq!(table.counts().live, 0);
+    assert_ne!(table.word_for(&car()), wc, "interned anew");
 }
 
 #[test]
