@@ -5,7 +5,9 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use pyroscope::ThreadId;
-use pyroscope::backend::{BackendConfig, Metadata, Report, StackFrame, StackTrace, Tag};
+use pyroscope::backend::{
+    BackendConfig, Metadata, Report, StackBuffer, StackFrame, StackTrace, Tag,
+};
 
 use super::interner::{LabelTable, Resolved, unpack};
 use super::modules::SymbolTable;
@@ -137,84 +139,54 @@ impl Symbolizer {
     /// One `Report` per label set (and thread id/name, when the backend config asks), with
     /// symbolized stacks and sample counts, grouped the way pyroscope's pprof backend groups
     /// them, so that the session encoder makes the tags pprof sample labels.
-    ///
-    /// Reports are built straight from the counts, grouped by their key's prefix (label set,
-    /// thread): going through pyroscope's `StackBuffer` would hash every symbolized stack (all
-    /// its frame names) twice and every tag set once more per stack, which with a label set per
-    /// request was most of the collector's time.
     pub(crate) fn reports(&mut self, collected: Collected) -> Vec<Report> {
         let Collected { counts, label_sets } = collected;
         if self.symbols.len() > MAX_CACHED_SYMBOLS {
             self.symbols.clear();
         }
-        let mut reports: Vec<Report> = Vec::new();
-        // Key prefix -> report, and tags -> report: two label indices with equal tags (a set
-        // interned again after a reclaim) share one report, as in pyroscope's own grouping.
-        let mut by_prefix: HashMap<[u64; PREFIX], usize> = HashMap::new();
-        let mut by_tags: HashMap<Metadata, usize> = HashMap::new();
+        let mut buffer = StackBuffer::default();
         let mut total = 0;
         for (key, count) in counts {
             let (prefix, ips) = key.split_at(PREFIX);
-            let mut group = [0; PREFIX];
-            group.copy_from_slice(prefix);
-            let index = *by_prefix.entry(group).or_insert_with(|| {
-                let metadata = self.metadata(&group, &label_sets);
-                *by_tags.entry(metadata.clone()).or_insert_with(|| {
-                    reports.push(Report::new(HashMap::new()).metadata(metadata));
-                    reports.len() - 1
-                })
+            let mut metadata = Metadata::default();
+            if let Some(tags) = label_sets.get(prefix[0] as usize) {
+                for tag in tags.iter() {
+                    metadata.add_tag(tag.clone());
+                }
+            }
+            let thread_id = self
+                .config
+                .report_thread_id
+                .then(|| ThreadId::from(prefix[1] as libc::pthread_t));
+            let thread_name = self.config.report_thread_name.then(|| {
+                let mut name = [0u8; 16];
+                name[..8].copy_from_slice(&prefix[2].to_ne_bytes());
+                name[8..].copy_from_slice(&prefix[3].to_ne_bytes());
+                let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                String::from_utf8_lossy(&name[..len]).into_owned()
             });
-            let report = &mut reports[index];
+            if let Some(id) = &thread_id {
+                metadata.add_tag(Tag::new("thread_id".into(), id.to_string()));
+            }
+            if let Some(name) = &thread_name {
+                metadata.add_tag(Tag::new("thread_name".into(), name.clone()));
+            }
             let mut frames = Vec::with_capacity(ips.len());
             for &ip in ips {
                 frames.extend(self.symbolize(ip).iter().cloned());
             }
             let trace = StackTrace {
                 pid: None,
-                thread_id: self.thread_id(&group),
-                thread_name: self.thread_name(&group),
+                thread_id,
+                thread_name,
                 frames,
-                metadata: report.metadata.clone(),
+                metadata,
             };
             total += count;
-            // Two addresses in one function symbolize alike: their counts add up.
-            report.record_with_count(trace, count as usize);
+            let _ = buffer.record_with_count(trace, count as usize);
         }
         stats::add(&stats::REPORTED, total);
-        reports
-    }
-
-    /// The tags of a group: its label set's, then `thread_id` and `thread_name` if asked for.
-    fn metadata(&self, group: &[u64; PREFIX], label_sets: &[Arc<[Tag]>]) -> Metadata {
-        let mut metadata = Metadata::default();
-        if let Some(tags) = label_sets.get(group[0] as usize) {
-            for tag in tags.iter() {
-                metadata.add_tag(tag.clone());
-            }
-        }
-        if let Some(id) = self.thread_id(group) {
-            metadata.add_tag(Tag::new("thread_id".into(), id.to_string()));
-        }
-        if let Some(name) = self.thread_name(group) {
-            metadata.add_tag(Tag::new("thread_name".into(), name));
-        }
-        metadata
-    }
-
-    fn thread_id(&self, group: &[u64; PREFIX]) -> Option<ThreadId> {
-        self.config
-            .report_thread_id
-            .then(|| ThreadId::from(group[1] as libc::pthread_t))
-    }
-
-    fn thread_name(&self, group: &[u64; PREFIX]) -> Option<String> {
-        self.config.report_thread_name.then(|| {
-            let mut name = [0u8; 16];
-            name[..8].copy_from_slice(&group[2].to_ne_bytes());
-            name[8..].copy_from_slice(&group[3].to_ne_bytes());
-            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            String::from_utf8_lossy(&name[..len]).into_owned()
-        })
+        buffer.into()
     }
 
     /// The frames at one address, innermost inlined function first, as pyroscope's pprof
