@@ -71,6 +71,9 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, capture: &Capture) {
+        // Counted from a snapshot taken and cleared in one step, so a batch arriving while the
+        // profiles are decoded is counted next time instead of cleared unseen.
+        let capture = &capture.take();
         self.spans += capture.spans().len() as u64;
         for profile in capture.profiles() {
             self.profiles += 1;
@@ -86,7 +89,6 @@ impl Totals {
                 self.sample(&sample, sample.value.max(0) as u64);
             }
         }
-        capture.clear();
     }
 
     fn sample(&mut self, sample: &telemetry_capture::CapturedSample, n: u64) {

@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Benchmark: what span-linked profiling costs. One instance pinned to core 0, wrk and the stand-in
-# backends on core 1, the bike route at 100 us of CPU, one poll since work is sliced every 2 ms of CPU (RIDESHARE_WORK_SCALE=0.0005),
-# every request traced. For each setup it prints throughput and p99 against bare, the share of
-# expected CPU samples that arrived (samples received / (process CPU seconds x sample rate)), and
-# the share of those samples that carry a span_id (CPU outside any request has none).
+# backends on core 1, the bike route at 100 us of CPU in 4 polls (RIDESHARE_WORK_SCALE=0.0005),
+# every request traced. Setups run in alternating rounds (bare, off, sampler, thread-tags, then
+# again), so a slow moment of the machine spreads over all of them. For each setup it prints:
+#   req/s and p99 (and each against bare);
+#   samples: CPU samples that arrived, as a share of the expected (process CPU seconds x rate),
+#     and the share of those that carry a span_id (CPU outside any request has none);
+#   spans created (the service's span queue totals, logged at shutdown) and spans exported (what
+#     the stand-in OTLP receiver got);
+#   CPU per request: process CPU seconds (/proc/<pid>/stat) over the measured run / requests.
 #
-#   scripts/bench.sh                 # 20 s per setup; needs wrk (apt-get install wrk) and taskset
-#   DURATION=60s RUNS=3 scripts/bench.sh
+#   scripts/bench.sh                                 # 3 rounds of 5 s; needs wrk and taskset
+#   RUNS=5 DURATION=20s CONNECTIONS=64 scripts/bench.sh
+#   SETUPS="bare traces off sampler" scripts/bench.sh  # traces = traces without profiles
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-20s}
-CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-8}
 RATE=${RATE:-100}
-RUNS=${RUNS:-1}
-SETUPS=${SETUPS:-"bare traces thread-tags off sampler"}
+RUNS=${RUNS:-3}
+WORK_SCALE=${WORK_SCALE:-0.0005}
+SETUPS=${SETUPS:-"bare off sampler thread-tags"}
 APP=127.0.0.1:${APP_PORT:-16000}
 GRPC=127.0.0.1:${GRPC_PORT:-16317}
 HTTP=127.0.0.1:${HTTP_PORT:-16318}
+TARGET=${CARGO_TARGET_DIR:-target}
 CLK_TCK=$(getconf CLK_TCK)
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 
@@ -26,58 +34,77 @@ out=$(mktemp -d)
 
 cpu_seconds() { awk -v t="$CLK_TCK" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
-run_setup() {
-  local setup=$1 env=()
-  case $setup in
-    bare) env=(PYROSCOPE_ENABLED=false OTEL_SDK_DISABLED=true) ;;
-    traces) env=(PYROSCOPE_ENABLED=false) ;;
-    thread-tags|off|sampler) env=(RIDESHARE_PROFILE_LABELS=$setup) ;;
+# The environment of one setup.
+setup_env() {
+  case $1 in
+    bare) echo PYROSCOPE_ENABLED=false OTEL_SDK_DISABLED=true ;;
+    traces) echo PYROSCOPE_ENABLED=false ;;
+    thread-tags|off|sampler) echo RIDESHARE_PROFILE_LABELS="$1" ;;
+    *) echo "bench: unknown setup $1" >&2; exit 1 ;;
   esac
-  taskset -c 1 target/release/examples/receivers "$GRPC" "$HTTP" >"$out/receivers.log" &
-  local receivers=$!
-  sleep 0.5
-  env "${env[@]}" RIDESHARE_LISTEN_ADDR=$APP RIDESHARE_WORK_SCALE=0.0005 RUST_LOG=warn \
-    PYROSCOPE_SERVER_ADDRESS=http://$HTTP PYROSCOPE_SAMPLE_RATE=$RATE PYROSCOPE_UPLOAD_INTERVAL=5s \
-    OTEL_EXPORTER_OTLP_ENDPOINT=http://$GRPC OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-    taskset -c 0 target/release/rideshare >"$out/service.log" 2>&1 &
-  local service=$!
-  until curl -fsS "http://$APP/" >/dev/null 2>&1; do sleep 0.1; done
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s "http://$APP/bike" >/dev/null # warm-up
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://$APP/bike" >"$out/wrk.txt"
-  local cpu
-  cpu=$(cpu_seconds "$service")
-  kill -TERM "$service"; wait "$service" || true
-  kill -TERM "$receivers"; wait "$receivers" || true
-  local rps p99 samples
-  rps=$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")
-  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' "$out/wrk.txt")
-  local last labelled
-  last=$(tail -n 1 "$out/receivers.log")
-  samples=$(sed -E 's/.*"cpu_samples":([0-9]+).*/\1/' <<<"$last")
-  labelled=$(sed -E 's/.*"span_labelled_samples":([0-9]+).*/\1/' <<<"$last")
-  if [ "$setup" = bare ] || [ "$setup" = traces ]; then samples=""; labelled=""; fi
-  echo "$setup $rps $p99 $cpu ${samples:--} ${labelled:--}"
 }
 
-echo "setup rps p99_ms cpu_s samples labelled" >"$out/results"
-for _ in $(seq "$RUNS"); do
+# Runs one setup once; prints "setup rps p99_ms cpu_s requests run_cpu_s samples labelled
+# created exported" ("-" where a setup has no such figure).
+run_setup() {
+  local setup=$1 env
+  read -r -a env <<<"$(setup_env "$setup")"
+  taskset -c 1 "$TARGET/release/examples/receivers" "$GRPC" "$HTTP" >"$out/receivers.log" &
+  local receivers=$!
+  sleep 0.5
+  env "${env[@]}" RIDESHARE_LISTEN_ADDR="$APP" RIDESHARE_WORK_SCALE="$WORK_SCALE" \
+    RUST_LOG=warn,rideshare::telemetry::span_queue=info \
+    PYROSCOPE_SERVER_ADDRESS="http://$HTTP" PYROSCOPE_SAMPLE_RATE="$RATE" PYROSCOPE_UPLOAD_INTERVAL=5s \
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+    taskset -c 0 "$TARGET/release/rideshare" >"$out/service.log" 2>&1 &
+  local service=$!
+  until curl -fsS "http://$APP/" >/dev/null 2>&1; do sleep 0.1; done
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s "http://$APP/bike" >/dev/null # warm-up
+  local cpu0 cpu1
+  cpu0=$(cpu_seconds "$service")
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://$APP/bike" >"$out/wrk.txt"
+  cpu1=$(cpu_seconds "$service")
+  kill -TERM "$service"; wait "$service" || true
+  kill -TERM "$receivers"; wait "$receivers" || true
+  local rps p99 requests samples labelled created exported last
+  rps=$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")
+  requests=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' "$out/wrk.txt")
+  last=$(tail -n 1 "$out/receivers.log")
+  samples=$(sed -nE 's/.*"cpu_samples":([0-9]+).*/\1/p' <<<"$last")
+  labelled=$(sed -nE 's/.*"span_labelled_samples":([0-9]+).*/\1/p' <<<"$last")
+  exported=$(sed -nE 's/.*"spans":([0-9]+).*/\1/p' <<<"$last")
+  created=$(sed -nE 's/.*span queue totals.*spans_created=([0-9]+).*/\1/p' "$out/service.log" | tail -n 1)
+  case $setup in bare|traces) samples=""; labelled="" ;; esac
+  [ "$setup" = bare ] && { created=""; exported=""; }
+  echo "$setup $rps $p99 $cpu1 $requests $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') ${samples:--} ${labelled:--} ${created:--} ${exported:--}"
+}
+
+echo "setup rps p99_ms cpu_s requests run_cpu_s samples labelled created exported" >"$out/results"
+for round in $(seq "$RUNS"); do
   for setup in $SETUPS; do
-    run_setup "$setup" | tee -a "$out/results" >&2
+    echo "round $round: $(run_setup "$setup" | tee -a "$out/results")" >&2
   done
 done
 
-awk -v rate="$RATE" '
+awk -v rate="$RATE" -v setups="$SETUPS" '
   NR == 1 { next }
-  { n[$1]++; rps[$1] += $2; p99[$1] += $3; cpu[$1] += $4; if ($5 != "-") { smp[$1] += $5; lab[$1] += $6 } }
+  {
+    s = $1; n[s]++; rps[s] += $2; p99[s] += $3; cpu[s] += $4; req[s] += $5; rcpu[s] += $6
+    if ($7 != "-") { smp[s] += $7; lab[s] += $8 }
+    if ($9 != "-") { made[s] += $9; sent[s] += $10 }
+  }
   END {
-    b_rps = rps["bare"] / n["bare"]; b_p99 = p99["bare"] / n["bare"]
-    printf "%-12s %10s %8s %9s %8s %9s %9s\n", "setup", "req/s", "x bare", "p99 ms", "x bare", "samples", "labelled"
-    split("bare traces thread-tags off sampler", names, " ")
-    for (i = 1; i <= 5; i++) {
+    b_rps = n["bare"] ? rps["bare"] / n["bare"] : 0; b_p99 = n["bare"] ? p99["bare"] / n["bare"] : 0
+    printf "%-12s %8s %7s %8s %7s %9s %9s %10s %10s %11s\n", "setup", "req/s", "x bare", "p99 ms", "x bare", "samples", "labelled", "spans made", "exported", "CPU/req us"
+    k = split(setups, names, " ")
+    for (i = 1; i <= k; i++) {
       s = names[i]; if (!n[s]) continue
       r = rps[s] / n[s]; p = p99[s] / n[s]
+      xr = b_rps ? sprintf("%.2f", r / b_rps) : "-"; xp = b_p99 ? sprintf("%.2f", p / b_p99) : "-"
       share = (s in smp) ? sprintf("%.1f%%", 100 * smp[s] / (cpu[s] * rate)) : "-"
-      lshare = (s in smp) ? sprintf("%.1f%%", 100 * lab[s] / smp[s]) : "-"
-      printf "%-12s %10.0f %8.2f %9.2f %8.2f %9s %9s\n", s, r, r / b_rps, p, p / b_p99, share, lshare
+      lshare = (s in smp && smp[s]) ? sprintf("%.1f%%", 100 * lab[s] / smp[s]) : "-"
+      mk = (s in made) ? made[s] : "-"; ex = (s in made) ? sent[s] : "-"
+      printf "%-12s %8.0f %7s %8.2f %7s %9s %9s %10s %10s %11.1f\n", s, r, xr, p, xp, share, lshare, mk, ex, 1e6 * rcpu[s] / req[s]
     }
   }' "$out/results"

@@ -80,19 +80,31 @@ impl Telemetry {
                 .with_tracer(tp.tracer(setup.service_name.clone()))
                 // Busy/idle timings cost work at every poll; the span's duration is enough.
                 .with_tracked_inactivity(false)
-                .with_filter(LevelFilter::INFO)
+                // Activating the OTel context costs a lookup, a lock and a context stack push at
+                // every poll, for instrumentation that reads `Context::current()`: the service
+                // has none (spans link through tracing's parents, the labels through
+                // `get_otel_context`, remote parents through `set_parent`).
+                .with_context_activation(false)
+                // Code location (file, line, module), thread id and name, and target are five
+                // attributes per span that neither the HTTP conventions nor the profile link
+                // need, each encoded and exported with every span.
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
         });
         let labels = setup
             .label_fields
             .iter()
             .fold(SpanProfileLayer::new(sink), |layer, field| {
                 layer.with_label_field(field)
-            })
-            .with_filter(LevelFilter::INFO);
+            });
+        // Traces and labels behind one filter: a per-layer filter looks the span up at every
+        // enter, exit and close to check it, so one filter for both saves a lookup per poll.
+        // The labels layer runs after the OTel layer, whose span ids it reads.
+        let traced = Layer::and_then(otel, labels).with_filter(LevelFilter::INFO);
         tracing_subscriber::registry()
             .with(logs)
-            .with(otel)
-            .with(labels)
+            .with(traced)
             .try_init()
             .map_err(|e| format!("cannot install the tracing subscriber: {e}"))?;
         if let Some(profiler) = &profiler {

@@ -240,6 +240,20 @@ impl Capture {
         self.inner.changed.notify_waiters();
     }
 
+    /// Moves everything captured so far into a new, unserved `Capture` and empties this one, in
+    /// one step: a request that arrives meanwhile lands in one of the two, never in neither (as
+    /// it could between reading this capture and [`clear`](Self::clear)ing it).
+    pub fn take(&self) -> Capture {
+        let store = std::mem::take(&mut *self.lock());
+        self.inner.changed.notify_waiters();
+        Capture {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
     /// Waits until `predicate` holds, re-checking whenever a request arrives. Exporters send in
     /// batches on their own schedule, so tests wait for data rather than sleep.
     pub async fn wait_for(

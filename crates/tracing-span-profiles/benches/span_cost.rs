@@ -1,10 +1,13 @@
 //! What span profiles cost per span, on one core:
 //!
 //! - `label_switch/*`: one enter and exit of a span whose labels differ from its parent's, with
-//!   the sampler's sink (a thread-slot store each way) and, for comparison, with no sink;
+//!   the sampler's sink (a thread-slot store each way) and, for comparison, with no sink and
+//!   with the registry alone (no layer: what the layer adds is the difference);
 //! - `span_life/*`: one span's whole life through the stack a service uses: created, entered,
 //!   exited and closed through the registry, `tracing-opentelemetry` and this layer, then
-//!   batched and encoded as OTLP protobuf, with and without this layer.
+//!   batched and encoded as OTLP protobuf: with the rideshare service's `tracing-opentelemetry`
+//!   settings (with and without this layer) and with that crate's defaults (code location,
+//!   thread and target attributes, per-poll timings and context activation).
 //!
 //! `cargo bench -p tracing-span-profiles --bench span_cost` prints time per operation.
 
@@ -39,6 +42,8 @@ impl SpanExporter for EncodeOnly {
     }
 }
 
+type OtelLayer<S> = tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>;
+
 fn provider() -> SdkTracerProvider {
     SdkTracerProvider::builder()
         .with_batch_exporter(EncodeOnly::default())
@@ -50,6 +55,17 @@ fn label_switch(c: &mut Criterion) {
     let mut group = c.benchmark_group("label_switch");
     bench_switch(&mut group, "sampler", sampler_sink);
     bench_switch(&mut group, "no_labels", NoLabels);
+    // The registry's own enter and exit, without this layer: what the layer adds is the
+    // difference.
+    let child_only = tracing_subscriber::registry();
+    tracing::subscriber::with_default(child_only, || {
+        let root = tracing::info_span!("request");
+        let child = tracing::info_span!(parent: &root, "order", vehicle = "car");
+        let _root = root.enter();
+        group.bench_function("registry_only", |b| {
+            b.iter(|| drop(black_box(&child).enter()))
+        });
+    });
     group.finish();
 }
 
@@ -77,21 +93,47 @@ fn span_life(c: &mut Criterion) {
     let tp = provider();
     bench_life(
         &mut group,
-        "otel_and_labels",
+        "service_settings_and_labels",
         tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")))
+            .with(lean(
+                tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
+            ))
             .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
     );
     let tp_plain = provider();
     bench_life(
         &mut group,
-        "otel_only",
+        "service_settings_otel_only",
+        tracing_subscriber::registry().with(lean(
+            tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench")),
+        )),
+    );
+    let tp_defaults = provider();
+    bench_life(
+        &mut group,
+        "otel_defaults_and_labels",
         tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench"))),
+            .with(tracing_opentelemetry::layer().with_tracer(tp_defaults.tracer("bench")))
+            .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
     );
     group.finish();
-    let _ = tp.shutdown();
-    let _ = tp_plain.shutdown();
+    for tp in [tp, tp_plain, tp_defaults] {
+        let _ = tp.shutdown();
+    }
+}
+
+/// The `tracing-opentelemetry` settings of the rideshare service: no per-poll timings or context
+/// activation, no code location, thread or target attributes.
+fn lean<S>(layer: OtelLayer<S>) -> OtelLayer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    layer
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
 }
 
 fn bench_life(

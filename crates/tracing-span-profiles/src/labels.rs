@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 /// Label key of the local root's OTel span id (16 lowercase hex characters).
@@ -122,9 +123,13 @@ impl fmt::Debug for LabelSet {
 /// force and the set in force from now on. An implementation makes the samples taken on this thread
 /// from now on carry `to`. Because it runs on every poll, it should be cheap; the layer already
 /// skips calls where `from` and `to` are the same set.
+///
+/// The sets come as the layer's own `Arc`s, so a sink that must keep a set beyond the call (an
+/// interning table, say) keeps a reference instead of copying the labels: one set is built per
+/// sampled local root, that is per request.
 pub trait LabelSink: Send + Sync + 'static {
     /// The current thread's labels change from `from` to `to` (`None`: no span labels).
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>);
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>);
 }
 
 /// A sink that drops labels: profiles without span labels, for comparison runs.
@@ -132,17 +137,20 @@ pub trait LabelSink: Send + Sync + 'static {
 pub struct NoLabels;
 
 impl LabelSink for NoLabels {
-    fn switch(&self, _from: Option<&LabelSet>, _to: Option<&LabelSet>) {}
+    #[inline]
+    fn switch(&self, _from: Option<&Arc<LabelSet>>, _to: Option<&Arc<LabelSet>>) {}
 }
 
-impl<T: LabelSink + ?Sized> LabelSink for std::sync::Arc<T> {
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+impl<T: LabelSink + ?Sized> LabelSink for Arc<T> {
+    #[inline]
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         (**self).switch(from, to)
     }
 }
 
 impl<T: LabelSink + ?Sized> LabelSink for Box<T> {
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    #[inline]
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         (**self).switch(from, to)
     }
 }

@@ -19,6 +19,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
+use super::entered::{Closes, Entered};
 use super::labels::{
     LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL,
 };
@@ -82,13 +83,11 @@ impl Options {
 pub struct SpanProfileLayer<K> {
     sink: K,
     options: Options,
-    /// Per thread, the spans entered on it, innermost last, with the labels each put in force.
-    entered: ThreadLocal<RefCell<Vec<Entered>>>,
-}
-
-struct Entered {
-    id: span::Id,
-    labels: Option<Arc<LabelSet>>,
+    /// Per thread, the spans entered on it, innermost last, with the labels each put in force,
+    /// and the labels of spans entered recently.
+    entered: ThreadLocal<RefCell<Entered>>,
+    /// Per bucket of span ids, how many closed: what keeps the per-thread caches honest.
+    closes: Closes,
 }
 
 /// Per-span state kept in the span's extensions.
@@ -110,6 +109,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
             sink,
             options: Options::default(),
             entered: ThreadLocal::new(),
+            closes: Closes::new(),
         }
     }
 
@@ -147,6 +147,10 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     }
 
     /// The labels in force while `span` runs, resolving (and memoizing) them on first use.
+    ///
+    /// After the first enter this is one extension lookup and one reference count increment:
+    /// the span's resolved set is shared, never rebuilt.
+    #[inline]
     fn labels_of<S>(&self, span: &SpanRef<'_, S>) -> Option<Arc<LabelSet>>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
@@ -158,8 +162,19 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         {
             return resolved;
         }
-        let parent = span.parent().and_then(|p| self.labels_of(&p));
-        let gets_id = !self.options.root_only || span.parent().is_none();
+        self.resolve(span)
+    }
+
+    /// First enter of `span`: builds its labels from its parent's, its OTel ids and its own
+    /// fields, and stores them in its extensions.
+    #[cold]
+    fn resolve<S>(&self, span: &SpanRef<'_, S>) -> Option<Arc<LabelSet>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let parent_span = span.parent();
+        let parent = parent_span.as_ref().and_then(|p| self.labels_of(p));
+        let gets_id = !self.options.root_only || parent_span.is_none();
         // Asking tracing-opentelemetry for the context takes the span's extensions itself: hold
         // none of ours meanwhile.
         let ids = if gets_id {
@@ -216,9 +231,14 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         if !span_context.is_valid() || !span_context.is_sampled() {
             return None;
         }
-        let hex = span_context.span_id().to_string();
+        let hex = hex(&span_context.span_id().to_bytes());
         span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex.clone()));
-        Some((hex, span_context.trace_id().to_string()))
+        let trace_id = if self.options.trace_id {
+            self::hex(&span_context.trace_id().to_bytes())
+        } else {
+            String::new()
+        };
+        Some((hex, trace_id))
     }
 
     fn record_fields(&self, state: &mut SpanLabels, record: impl FnOnce(&mut dyn Visit)) {
@@ -251,43 +271,54 @@ where
         }
     }
 
+    /// Pushes the span with its labels on this thread's stack and switches the sink if they
+    /// differ from those in force. A span entered before on this thread and not closed since
+    /// is found in the thread's cache, without a lookup. The sink is called while the stack is
+    /// borrowed: a span entered from inside a sink call (on this thread) is not labelled, rather
+    /// than panicking.
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let labels = self.labels_of(&span);
-        let from = {
-            let mut stack = self.entered.get_or_default().borrow_mut();
-            let from = stack.last().and_then(|e| e.labels.clone());
-            stack.push(Entered {
-                id: id.clone(),
-                labels: labels.clone(),
-            });
-            from
-        };
-        self.switch(from.as_deref(), labels.as_deref());
-    }
-
-    fn on_exit(&self, id: &span::Id, _ctx: Context<'_, S>) {
-        let Some(stack) = self.entered.get() else {
+        let Ok(mut entered) = self.entered.get_or_default().try_borrow_mut() else {
             return;
         };
-        let (from, to) = {
-            let mut stack = stack.borrow_mut();
-            // Exits are nested in practice; if one is not, drop the innermost entry of this span.
-            let Some(pos) = stack.iter().rposition(|e| e.id == *id) else {
-                return;
-            };
-            let from = stack.last().and_then(|e| e.labels.clone());
-            stack.remove(pos);
-            (from, stack.last().and_then(|e| e.labels.clone()))
+        let raw = id.into_u64();
+        let (labels, closes) = match entered.take_cached(raw, &self.closes) {
+            Ok(hit) => hit,
+            Err(closes) => {
+                let Some(span) = ctx.span(id) else { return };
+                (self.labels_of(&span), closes)
+            }
         };
-        self.switch(from.as_deref(), to.as_deref());
+        self.switch(entered.current(), labels.as_ref());
+        entered.push(raw, closes, labels);
+    }
+
+    /// Pops the span and switches the sink back to the labels of the span below it, if they
+    /// differ. Touches neither the span nor its extensions.
+    fn on_exit(&self, id: &span::Id, _ctx: Context<'_, S>) {
+        let Some(cell) = self.entered.get() else {
+            return;
+        };
+        let Ok(mut entered) = cell.try_borrow_mut() else {
+            return;
+        };
+        if let Some((from, to)) = entered.exit(id.into_u64()) {
+            self.switch(from, to);
+        }
+    }
+
+    /// Invalidates the cached labels of the span's id on every thread: the id may be reused.
+    fn on_close(&self, id: span::Id, _ctx: Context<'_, S>) {
+        self.closes.closed(id.into_u64());
     }
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    /// Calls the sink unless `from` and `to` are the same set (the common case for a child
+    /// span without labels of its own).
+    #[inline]
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         let same = match (from, to) {
-            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
             _ => false,
         };
@@ -337,4 +368,29 @@ fn truncate(mut value: String) -> String {
         value.truncate(end);
     }
     value
+}
+
+/// Lowercase hex of an id's bytes, as the id's `Display` writes it, without the formatting
+/// machinery: this runs for every local root, that is every request.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{SpanId, TraceId};
+
+    #[test]
+    fn hex_matches_the_ids_display() {
+        let span = SpanId::from(0x00a1_b2c3_d4e5_f607);
+        assert_eq!(super::hex(&span.to_bytes()), span.to_string());
+        let trace = TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128);
+        assert_eq!(super::hex(&trace.to_bytes()), trace.to_string());
+    }
 }

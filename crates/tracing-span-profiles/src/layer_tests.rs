@@ -37,16 +37,16 @@ impl Mirror {
 }
 
 impl LabelSink for Mirror {
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         let mut current = self.current.lock().unwrap();
         let slot = current.entry(std::thread::current().id()).or_default();
-        if slot.as_ref() != from {
+        if slot.as_ref() != from.map(|s| &**s) {
             self.inconsistencies
                 .lock()
                 .unwrap()
                 .push(format!("from {from:?} but thread had {slot:?}"));
         }
-        *slot = to.cloned();
+        *slot = to.map(|s| (**s).clone());
         *self.switches.lock().unwrap() += 1;
     }
 }

@@ -84,6 +84,7 @@ compile_error!("the `push` feature needs a profiler: enable `sampler` or `thread
 
 #[cfg(feature = "push")]
 mod config;
+mod entered;
 mod labels;
 mod layer;
 #[cfg(feature = "otlp")]

@@ -1,6 +1,7 @@
 //! A running CPU profiler, the label sink that matches it, and the thread that pushes its
 //! profiles.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyroscope::backend::{BackendImpl, BackendReady, BackendUninitialized};
@@ -35,7 +36,7 @@ enum Sink {
 
 impl LabelSink for ProfilerLabels {
     #[inline]
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         match &self.0 {
             Sink::None => {}
             #[cfg(feature = "sampler")]

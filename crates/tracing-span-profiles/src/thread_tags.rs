@@ -46,7 +46,7 @@ impl ThreadTagSink {
 }
 
 impl LabelSink for ThreadTagSink {
-    fn switch(&self, from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         // Only the difference: each call costs a report flush.
         if let Some(from) = from {
             for (k, v) in from.iter() {

@@ -136,7 +136,7 @@ fn spin(iters: u64, seed: u64) -> u64 {
 macro_rules! burner {
     ($name:ident, $seed:expr) => {
         #[inline(never)]
-        fn $name(sink: &SampleLabels, set: &LabelSet, iters: u64) -> u64 {
+        fn $name(sink: &SampleLabels, set: &Arc<LabelSet>, iters: u64) -> u64 {
             sink.switch(None, Some(set));
             let r = spin(iters, $seed);
             sink.switch(Some(set), None);
@@ -151,7 +151,7 @@ burner!(burn_d, 41);
 
 const KINDS: [&str; 4] = ["a", "b", "c", "d"];
 
-fn burn(kind: usize, sink: &SampleLabels, set: &LabelSet, iters: u64) -> u64 {
+fn burn(kind: usize, sink: &SampleLabels, set: &Arc<LabelSet>, iters: u64) -> u64 {
     match kind {
         0 => burn_a(sink, set, iters),
         1 => burn_b(sink, set, iters),
@@ -258,7 +258,7 @@ fn labels_follow_tasks_interleaved_on_two_workers() {
 }
 
 #[inline(never)]
-fn outer_a(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
+fn outer_a(sink: &SampleLabels, a: &Arc<LabelSet>, b: &Arc<LabelSet>, iters: u64) -> u64 {
     sink.switch(None, Some(a));
     let mut r = spin_a_before(iters);
     r ^= nested_b(sink, a, b, iters);
@@ -268,7 +268,7 @@ fn outer_a(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
 }
 
 #[inline(never)]
-fn nested_b(sink: &SampleLabels, a: &LabelSet, b: &LabelSet, iters: u64) -> u64 {
+fn nested_b(sink: &SampleLabels, a: &Arc<LabelSet>, b: &Arc<LabelSet>, iters: u64) -> u64 {
     sink.switch(Some(a), Some(b));
     let r = spin_b(iters);
     sink.switch(Some(b), Some(a));
@@ -302,8 +302,14 @@ fn nested_and_reentered_label_sets() {
     std::thread::scope(|s| {
         for t in 0..3 {
             s.spawn(move || {
-                let a = LabelSet::from_pairs([("set", "A"), ("thread", &*t.to_string())]);
-                let b = LabelSet::from_pairs([("set", "B"), ("thread", &*t.to_string())]);
+                let a = Arc::new(LabelSet::from_pairs([
+                    ("set", "A"),
+                    ("thread", &*t.to_string()),
+                ]));
+                let b = Arc::new(LabelSet::from_pairs([
+                    ("set", "B"),
+                    ("thread", &*t.to_string()),
+                ]));
                 for _ in 0..300 {
                     black_box(outer_a(&sink, &a, &b, iters));
                 }
@@ -373,14 +379,14 @@ fn overflowing_the_label_table_keeps_samples_without_labels() {
     let _ = report(&mut backend);
     let before = stats();
     // Fill the table: every one of these is used in the current epoch.
-    let fillers: Vec<LabelSet> = (0..MAX_LABEL_SETS)
-        .map(|i| LabelSet::from_pairs([("filler", i.to_string())]))
+    let fillers: Vec<Arc<LabelSet>> = (0..MAX_LABEL_SETS)
+        .map(|i| Arc::new(LabelSet::from_pairs([("filler", i.to_string())])))
         .collect();
     for f in &fillers {
         sink.switch(None, Some(f));
     }
     sink.switch(None, None);
-    let extra = LabelSet::from_pairs([("burn", "a"), ("task", "overflow")]);
+    let extra = Arc::new(LabelSet::from_pairs([("burn", "a"), ("task", "overflow")]));
     let iters = 500 * iters_per_us();
     for _ in 0..600 {
         black_box(burn_a(&sink, &extra, iters));
@@ -468,10 +474,10 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                     n += 1;
                     // A distinct label set every few iterations: interning under the table
                     // mutex, and reclaim every 50 ms, race with the handler and each other.
-                    let set = LabelSet::from_pairs([
+                    let set = Arc::new(LabelSet::from_pairs([
                         ("span_id", format!("{:016x}", (t << 40) | (n / 4))),
                         ("span_name", "stress".to_string()),
-                    ]);
+                    ]));
                     sink.switch(None, Some(&set));
                     for i in 0..64 {
                         local.push(vec![i as u8; (n as usize * 31 + i * 17) % 4096 + 1].into());
@@ -491,7 +497,8 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                     if n % 256 == 0 {
                         // Short-lived threads: TLS slot registration and removal under signals.
                         std::thread::spawn(move || {
-                            let set = LabelSet::from_pairs([("span_name", format!("t{n}"))]);
+                            let set =
+                                Arc::new(LabelSet::from_pairs([("span_name", format!("t{n}"))]));
                             sink.switch(None, Some(&set));
                             black_box(spin(20_000, n));
                             black_box(vec![0u8; 10_000]);
@@ -558,7 +565,10 @@ fn agent_pushes_span_labels_as_pprof_sample_labels() {
             .build()
             .and_then(|agent| agent.start())
             .map_err(|e| format!("start agent: {e}"))?;
-            let set = LabelSet::from_pairs([("burn", "c"), ("span_id", "00000000000000c1")]);
+            let set = Arc::new(LabelSet::from_pairs([
+                ("burn", "c"),
+                ("span_id", "00000000000000c1"),
+            ]));
             for _ in 0..1500 {
                 black_box(burn_c(&sink, &set, iters));
             }
@@ -622,7 +632,7 @@ fn thread_id_and_name_tags_only_when_asked() {
     let tid = std::thread::Builder::new()
         .name("burner-x".into())
         .spawn(move || {
-            let set = LabelSet::from_pairs([("burn", "d"), ("task", "named")]);
+            let set = Arc::new(LabelSet::from_pairs([("burn", "d"), ("task", "named")]));
             for _ in 0..600 {
                 black_box(burn_d(&sink, &set, iters));
             }
@@ -661,7 +671,7 @@ fn periods_by_burn(reports: &[Report]) -> HashMap<String, usize> {
 
 /// Burns CPU under `set` on the calling thread until the thread has used `cpu` since the call;
 /// returns the thread CPU time it used.
-fn burn_for(kind: usize, sink: &SampleLabels, set: &LabelSet, cpu: Duration) -> Duration {
+fn burn_for(kind: usize, sink: &SampleLabels, set: &Arc<LabelSet>, cpu: Duration) -> Duration {
     let start = thread_cpu();
     let chunk = 2_000 * iters_per_us();
     while thread_cpu() - start < cpu {
@@ -681,7 +691,7 @@ fn thread_shares_of_sampled_cpu_match_their_cpu_clocks() {
     let (mut backend, sink) = start(rate, Duration::from_secs(1));
     let sets = [("a", 0, 400), ("b", 1, 1200)].map(|(name, kind, ms)| {
         (
-            LabelSet::from_pairs([("burn", name), ("task", "share")]),
+            Arc::new(LabelSet::from_pairs([("burn", name), ("task", "share")])),
             kind,
             Duration::from_millis(ms),
         )
@@ -718,7 +728,7 @@ fn sampled_cpu_matches_process_cpu_at_100hz_and_max_rate() {
     let _watchdog = watchdog("rate", Duration::from_secs(120));
     for rate in [100, MAX_SAMPLE_RATE] {
         let (mut backend, sink) = start(rate, Duration::from_secs(1));
-        let set = LabelSet::from_pairs([("burn", "b"), ("task", "rate")]);
+        let set = Arc::new(LabelSet::from_pairs([("burn", "b"), ("task", "rate")]));
         let before = stats();
         let cpu_before = process_cpu();
         std::thread::scope(|s| {
@@ -763,7 +773,7 @@ fn timers_follow_threads_that_come_and_go() {
     let _serial = serial();
     let _watchdog = watchdog("timers", Duration::from_secs(60));
     let (backend, sink) = start(100, Duration::from_secs(1));
-    let set = LabelSet::from_pairs([("burn", "t")]);
+    let set = Arc::new(LabelSet::from_pairs([("burn", "t")]));
     let extra = 8;
     std::thread::sleep(Duration::from_millis(450)); // a scan or two: settled
     let before = stats().thread_timers;
@@ -823,8 +833,8 @@ fn cpu_clock(clock: libc::clockid_t) -> Duration {
 fn switch_fast_path_allocates_nothing() {
     // No sampler needed: the sink works without one, and this is about the sink alone.
     let sink = sampler_backend(SamplerConfig::default()).1;
-    let sets: Vec<LabelSet> = (0..8)
-        .map(|i| LabelSet::from_pairs([("span_id", format!("{i:016x}"))]))
+    let sets: Vec<Arc<LabelSet>> = (0..8)
+        .map(|i| Arc::new(LabelSet::from_pairs([("span_id", format!("{i:016x}"))])))
         .collect();
     for s in &sets {
         sink.switch(None, Some(s)); // first sight: interns

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use pyroscope::backend::Tag;
 
-use crate::LabelSet;
+use crate::{LabelSet, SPAN_ID_LABEL};
 
 /// How many label sets can be live (interned and not yet reclaimed) at once.
 pub const MAX_LABEL_SETS: usize = 32768;
@@ -62,8 +62,10 @@ pub(crate) enum Resolved {
     Set(Arc<[Tag]>),
 }
 
-struct Entry {
+struct TableEntry {
     set: Arc<LabelSet>,
+    /// In the content map (a set without a span id).
+    by_content: bool,
     /// Made by the collector when a sample first names the set: most sets (one per request) are
     /// never sampled, and the worker that interns a set should not pay for it.
     tags: OnceLock<Arc<[Tag]>>,
@@ -72,8 +74,11 @@ struct Entry {
 type Map = HashMap<Arc<LabelSet>, u32, BuildHasherDefault<DefaultHasher>>;
 
 struct Inner {
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Option<TableEntry>>,
+    /// Sets without a span id, by content.
     map: Map,
+    /// Ids in use.
+    live: u64,
     free: Vec<u32>,
     /// Ids below this have been handed out at least once.
     next_id: u32,
@@ -117,6 +122,7 @@ impl LabelTable {
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
                 map: HashMap::with_hasher(BuildHasherDefault::new()),
+                live: 0,
                 free: Vec::new(),
                 next_id: FIRST_ID,
             }),
@@ -134,7 +140,7 @@ impl LabelTable {
     /// Fast path (a set seen before, still live): two relaxed loads, a compare, and at most one
     /// store per id per epoch; no lock, allocation or system call.
     #[inline]
-    pub(crate) fn word_for(&self, set: &LabelSet) -> u64 {
+    pub(crate) fn word_for(&self, set: &Arc<LabelSet>) -> u64 {
         // Acquire pairs with the Release store in `intern`, so a thread that sees the memo also
         // sees the entry it names (the collector relies on this through the ring hand-off).
         let memo = set.sink_slot().load(Ordering::Acquire);
@@ -162,20 +168,27 @@ impl LabelTable {
     }
 
     /// Slow path: first sight of a set (or of a set whose id was reclaimed).
+    ///
+    /// Sets without a span id (field labels only) share an id by content, so that a set every
+    /// request builds anew takes one id, not one per request. A set naming a span id is unique
+    /// to its local trace: it is not hashed (here nor at reclaim), which was most of what
+    /// interning a request's set cost.
     #[cold]
     #[inline(never)]
-    fn intern(&self, set: &LabelSet) -> u64 {
+    fn intern(&self, set: &Arc<LabelSet>) -> u64 {
         let mut inner = self.lock();
-        let id = match inner.map.get(set) {
+        let by_content = set.get(SPAN_ID_LABEL).is_none();
+        let known = if by_content {
+            inner.map.get(&**set).copied()
+        } else {
+            None
+        };
+        let id = match known {
             // Another `LabelSet` with the same labels was interned already: share its id.
-            Some(&id) => id,
-            None => {
-                let id = if let Some(id) = inner.free.pop() {
-                    id
-                } else if (inner.next_id as usize) < TABLE_LEN {
-                    inner.next_id += 1;
-                    inner.next_id - 1
-                } else {
+            Some(id) => id,
+            None => match self.new_id(&mut inner, set, by_content) {
+                Some(id) => id,
+                None => {
                     self.overflowed.fetch_add(1, Ordering::Relaxed);
                     let word = pack(
                         OVERFLOW_ID,
@@ -185,25 +198,41 @@ impl LabelTable {
                     // lock; `reclaim` bumps the overflow generation when there is room again.
                     set.sink_slot().store(word, Ordering::Release);
                     return word;
-                };
-                let shared = Arc::new(set.clone());
-                let index = id as usize;
-                if inner.entries.len() <= index {
-                    inner.entries.resize_with(index + 1, || None);
                 }
-                inner.entries[index] = Some(Entry {
-                    set: shared.clone(),
-                    tags: OnceLock::new(),
-                });
-                inner.map.insert(shared, id);
-                self.interned.fetch_add(1, Ordering::Relaxed);
-                id
-            }
+            },
         };
         self.mark(id);
         let word = pack(id, self.gens[id as usize].load(Ordering::Relaxed));
         set.sink_slot().store(word, Ordering::Release);
         word
+    }
+
+    /// Gives `set` a free id (`None`: the table is full), keeping the layer's own `Arc`: interning
+    /// copies no label.
+    fn new_id(&self, inner: &mut Inner, set: &Arc<LabelSet>, by_content: bool) -> Option<u32> {
+        let id = if let Some(id) = inner.free.pop() {
+            id
+        } else if (inner.next_id as usize) < TABLE_LEN {
+            inner.next_id += 1;
+            inner.next_id - 1
+        } else {
+            return None;
+        };
+        let index = id as usize;
+        if inner.entries.len() <= index {
+            inner.entries.resize_with(index + 1, || None);
+        }
+        inner.entries[index] = Some(TableEntry {
+            set: Arc::clone(set),
+            tags: OnceLock::new(),
+            by_content,
+        });
+        if by_content {
+            inner.map.insert(Arc::clone(set), id);
+        }
+        inner.live += 1;
+        self.interned.fetch_add(1, Ordering::Relaxed);
+        Some(id)
     }
 
     /// Marks the id of a sampled word as used and says what the word stands for. Called by the
@@ -256,7 +285,10 @@ impl LabelTable {
                 continue;
             }
             if let Some(entry) = inner.entries[index].take() {
-                inner.map.remove(&*entry.set);
+                if entry.by_content {
+                    inner.map.remove(&*entry.set);
+                }
+                inner.live -= 1;
                 // From here on every word naming (id, old generation) is stale.
                 let g = &self.gens[index];
                 g.store(
@@ -282,7 +314,7 @@ impl LabelTable {
     pub(crate) fn counts(&self) -> TableCounts {
         let inner = self.lock();
         TableCounts {
-            live: inner.map.len() as u64,
+            live: inner.live,
             interned: self.interned.load(Ordering::Relaxed),
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
             overflowed_switches: self.overflowed.load(Ordering::Relaxed),

@@ -33,7 +33,19 @@
 //! Only Linux on x86_64 and aarch64 is supported; elsewhere `initialize` fails.
 
 mod backend;
+#[cfg(all(
+    feature = "bench-internals",
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[doc(hidden)]
+pub mod bench;
 mod collect;
+#[cfg(all(
+    any(test, feature = "bench-internals"),
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod here;
 mod interner;
 mod modules;
 mod ring;
@@ -48,6 +60,7 @@ mod unwind;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyroscope::backend::{BackendConfig, BackendImpl, BackendUninitialized};
@@ -140,7 +153,7 @@ pub struct SampleLabels {
 
 impl LabelSink for SampleLabels {
     #[inline]
-    fn switch(&self, _from: Option<&LabelSet>, to: Option<&LabelSet>) {
+    fn switch(&self, _from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
         let word = match to {
             Some(set) => interner::TABLE.word_for(set),
             None => interner::NO_LABELS,

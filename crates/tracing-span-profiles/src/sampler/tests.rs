@@ -15,8 +15,11 @@ use super::unwind::{self, Pool};
 use super::{sys, thread};
 use crate::LabelSet;
 
-fn set(i: usize) -> LabelSet {
-    LabelSet::from_pairs([("span_id", format!("{i:016x}")), ("span_name", "t".into())])
+fn set(i: usize) -> Arc<LabelSet> {
+    Arc::new(LabelSet::from_pairs([
+        ("span_id", format!("{i:016x}")),
+        ("span_name", "t".into()),
+    ]))
 }
 
 fn table() -> Box<LabelTable> {
@@ -41,8 +44,6 @@ fn interning_memoizes_and_equal_sets_share_an_id() {
     assert_ne!(w, NO_LABELS);
     assert_eq!(a.sink_slot().load(Ordering::Relaxed), w, "memo written");
     assert_eq!(table.word_for(&a), w, "fast path gives the same word");
-    let a2 = set(1);
-    assert_eq!(table.word_for(&a2), w, "an equal set shares the id");
     let b = set(2);
     assert_ne!(unpack(table.word_for(&b)).0, unpack(w).0);
     assert_eq!(
@@ -53,7 +54,20 @@ fn interning_memoizes_and_equal_sets_share_an_id() {
         ]
     );
     assert!(matches!(table.resolve(NO_LABELS), Resolved::None));
-    assert_eq!(table.counts().live, 2);
+    // Field-only sets, which every request may build anew, share an id by content.
+    let car = || Arc::new(LabelSet::from_pairs([("vehicle", "car")]));
+    let (c1, c2) = (car(), car());
+    let wc = table.word_for(&c1);
+    assert_eq!(table.word_for(&c2), wc, "an equal set shares the id");
+    // Sets naming a span id are unique to their trace: never hashed, never shared.
+    let a2 = set(1);
+    assert_ne!(table.word_for(&a2), w);
+    assert_eq!(table.counts().live, 4);
+    // Both kinds are freed by reclaim, and a field-only set is found by content no more.
+    table.reclaim(&[]);
+    assert_eq!(table.reclaim(&[]), 4);
+    assert_eq!(table.counts().live, 0);
+    assert_ne!(table.word_for(&car()), wc, "interned anew");
 }
 
 #[test]
@@ -105,7 +119,7 @@ fn ids_held_by_a_thread_survive_reclaim() {
 #[test]
 fn a_full_table_overflows_and_recovers_after_reclaim() {
     let table = table();
-    let sets: Vec<LabelSet> = (0..MAX_LABEL_SETS).map(set).collect();
+    let sets: Vec<Arc<LabelSet>> = (0..MAX_LABEL_SETS).map(set).collect();
     let ids: HashSet<u32> = sets.iter().map(|s| unpack(table.word_for(s)).0).collect();
     assert_eq!(ids.len(), MAX_LABEL_SETS, "every live set has its own id");
     let extra = set(MAX_LABEL_SETS);
@@ -305,27 +319,10 @@ fn thread_slots_register_and_hold_their_id() {
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 #[inline(never)]
 fn unwind_here(stack: Option<(u64, u64)>) -> Vec<u64> {
-    let (pc, sp, fp): (u64, u64, u64);
-    // SAFETY: reads registers only.
-    unsafe {
-        std::arch::asm!(
-            "lea {pc}, [rip]",
-            "mov {sp}, rsp",
-            "mov {fp}, rbp",
-            pc = out(reg) pc,
-            sp = out(reg) sp,
-            fp = out(reg) fp,
-        );
-    }
+    let regs = super::here::current_regs();
     let pool = Pool::new();
     let mut ips = [0u64; MAX_DEPTH];
-    let outcome = pool.unwind(
-        unwind::unwinder(),
-        sys::Regs { pc, sp, fp, lr: 0 },
-        stack,
-        0,
-        &mut ips,
-    );
+    let outcome = pool.unwind(unwind::unwinder(), regs, stack, 0, &mut ips);
     assert!(!outcome.busy);
     ips[..outcome.depth].to_vec()
 }

@@ -1,0 +1,141 @@
+//! Entry points for the crate's own benchmarks (`benches/sampler_cost.rs`), behind the
+//! `bench-internals` feature: not part of the API, no stability promise.
+//!
+//! They run the sampler's pieces outside a signal handler, so criterion can time them: what the
+//! SIGPROF handler does per sample (claim a ring record, fill it, unwind the stack into it), and
+//! what the collector and `report()` do per batch of samples (drain the ring into counts per label
+//! set and stack, then symbolize them into reports).
+
+use std::sync::Arc;
+
+use pyroscope::backend::BackendConfig;
+
+use super::collect::{Aggregator, Symbolizer};
+use super::here::current_regs;
+use super::interner::LabelTable;
+use super::ring::Ring;
+use super::unwind::{self, Pool, Unwinder};
+use crate::LabelSet;
+
+/// The handler's per-sample work, on the calling thread's own stack.
+pub struct SampleBench {
+    ring: Ring,
+    pool: Pool,
+    unwinder: &'static Unwinder,
+    stack: Option<(u64, u64)>,
+}
+
+impl Default for SampleBench {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SampleBench {
+    /// Builds the unwinder (once per process), a ring and a scratch pool; the calling thread's
+    /// stack bounds are registered as the sink registers them, so stack reads are plain loads.
+    pub fn new() -> Self {
+        SampleBench {
+            ring: Ring::new(1024),
+            pool: Pool::new(),
+            unwinder: unwind::unwinder(),
+            stack: super::sys::current_stack_bounds().map(|(lo, hi)| (lo as u64, hi as u64)),
+        }
+    }
+
+    /// Samples the caller as the handler samples an interrupted thread: claims a ring record,
+    /// writes the label and unwinds into it. Returns the depth unwound. Call [`clear`]
+    /// (Self::clear) before the ring fills.
+    #[inline(never)]
+    pub fn sample_here(&self, label: u64) -> usize {
+        let regs = current_regs();
+        let Some(mut claim) = self.ring.claim() else {
+            return 0;
+        };
+        let record = claim.record();
+        record.label = label;
+        record.thread = 0;
+        record.name = [0; 16];
+        let outcome = self
+            .pool
+            .unwind(self.unwinder, regs, self.stack, 0, &mut record.ips);
+        record.depth = outcome.depth as u32;
+        outcome.depth
+    }
+
+    /// The caller's stack, leaf first, as a sample would record it (for [`CollectBench`]).
+    #[inline(never)]
+    pub fn stack_here(&self) -> Vec<u64> {
+        let regs = current_regs();
+        let mut ips = [0; super::ring::MAX_DEPTH];
+        let outcome = self
+            .pool
+            .unwind(self.unwinder, regs, self.stack, 0, &mut ips);
+        ips[..outcome.depth].to_vec()
+    }
+
+    /// Empties the ring (what the collector does every 40 ms).
+    pub fn clear(&self) -> usize {
+        self.ring.drain(|_| {})
+    }
+}
+
+/// The collector's and `report()`'s work for a batch of samples.
+pub struct CollectBench {
+    table: Box<LabelTable>,
+    ring: Ring,
+    aggregator: Aggregator,
+    symbolizer: Symbolizer,
+    words: Vec<u64>,
+    stacks: Vec<Vec<u64>>,
+    /// Keeps the interned sets alive, as the layer's spans would.
+    _sets: Vec<Arc<LabelSet>>,
+}
+
+impl CollectBench {
+    /// `label_sets` distinct sets (one per request, say) and the given stacks, which samples
+    /// cycle through; symbols are looked up from the binary as in a real report.
+    pub fn new(label_sets: usize, stacks: Vec<Vec<u64>>) -> Self {
+        let table = Box::new(LabelTable::new());
+        let sets: Vec<Arc<LabelSet>> = (0..label_sets)
+            .map(|i| {
+                Arc::new(LabelSet::from_pairs([
+                    ("span_id", format!("{i:016x}")),
+                    ("span_name", "order_bike".to_owned()),
+                    ("vehicle", "bike".to_owned()),
+                ]))
+            })
+            .collect();
+        let words = sets.iter().map(|s| table.word_for(s)).collect();
+        CollectBench {
+            table,
+            ring: Ring::new(1024),
+            aggregator: Aggregator::new(),
+            symbolizer: Symbolizer::new(BackendConfig::default(), false),
+            words,
+            stacks,
+            _sets: sets,
+        }
+    }
+
+    /// Writes `n` (at most 1024) samples into the ring, cycling through sets and stacks.
+    pub fn fill(&self, n: usize) {
+        for i in 0..n {
+            let Some(mut claim) = self.ring.claim() else {
+                return;
+            };
+            let record = claim.record();
+            record.label = self.words[i % self.words.len()];
+            let stack = &self.stacks[i % self.stacks.len()];
+            let depth = stack.len().min(record.ips.len());
+            record.ips[..depth].copy_from_slice(&stack[..depth]);
+            record.depth = depth as u32;
+        }
+    }
+
+    /// Drains the ring into counts and builds the reports; returns how many reports.
+    pub fn collect_and_report(&mut self) -> usize {
+        self.aggregator.drain(&self.ring, &self.table);
+        self.symbolizer.reports(self.aggregator.take()).len()
+    }
+}
