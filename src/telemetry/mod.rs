@@ -107,9 +107,6 @@ impl Telemetry {
             .with(traced)
             .try_init()
             .map_err(|e| format!("cannot install the tracing subscriber: {e}"))?;
-        if let Some(profiler) = &profiler {
-            profiler.announce(setup.args.pyroscope_sample_rate);
-        }
         Ok(Telemetry {
             tracer_provider,
             profiler,

@@ -14,20 +14,6 @@ pub struct Profiler {
 }
 
 impl Profiler {
-    /// Says once, at start, what the sample rate means on this kernel when it is above the
-    /// tick (the library's own line is lost: the sampler starts before the log subscriber).
-    pub fn announce(&self, sample_rate: u32) {
-        let tick = tracing_span_profiles::sampler::stats().kernel_tick_hz;
-        if self.sampler && tick != 0 && sample_rate > tick {
-            tracing::info!(
-                sample_rate,
-                kernel_tick_hz = tick,
-                "profiler: a thread gets at most {tick} stacks per second of its CPU; samples \
-                 are weighted by the periods they stand for, so CPU totals stay right"
-            );
-        }
-    }
-
     /// Takes the last profile and pushes it, with what earlier pushes left behind, within
     /// `deadline`.
     pub fn shutdown(self, deadline: Duration) {

@@ -62,6 +62,7 @@ impl Session {
         let aggregator = Arc::new(Mutex::new(Aggregator::new()));
         let (stop, stopped) = mpsc::channel::<()>();
         let reclaim_interval = config.label_reclaim_interval;
+        let sample_rate = config.sample_rate;
         let collector = {
             let shared = shared.clone();
             let aggregator = aggregator.clone();
@@ -72,8 +73,15 @@ impl Session {
                     timers::arm_current_thread();
                     let mut last_reclaim = Instant::now();
                     let mut last_scan = Instant::now();
+                    // Said one drain period after start, not in `start`: a service installs its
+                    // log subscriber just after starting the profiler (the layer comes from it),
+                    // so a line logged in `start` would reach no subscriber.
+                    let mut rate_note = Some(sample_rate);
                     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DRAIN_INTERVAL)
                     {
+                        if let Some(rate) = rate_note.take() {
+                            signal::announce_rate(rate);
+                        }
                         // Libraries loaded since the last period get unwind tables (one cheap
                         // `dl_iterate_phdr` step when nothing changed).
                         shared.unwinder.refresh_if_changed();

@@ -84,7 +84,7 @@ pub struct SamplerConfig {
     /// periods, so profiles add up to the CPU spent at any accepted rate. The kernel checks
     /// CPU timers at its tick (`CONFIG_HZ`, [`SamplerStats::kernel_tick_hz`]): above that rate a
     /// thread still gets at most one stack per tick, weighted by the periods it stands for
-    /// (`start` logs this once).
+    /// (the collector logs this once, just after start).
     pub sample_rate: u32,
     /// `report_thread_id` / `report_thread_name` add `thread_id` / `thread_name` tags, as in
     /// the stock pprof backend (they split every label set's samples per thread, so they cost

@@ -100,10 +100,7 @@ pub(crate) fn start(shared: Arc<Shared>, sample_rate: u32) -> Result<Running, St
     }
     // SAFETY: `install` only makes libc calls on structs it initialises.
     match unsafe { install(&shared, sample_rate) } {
-        Ok(previous) => {
-            announce_rate(sample_rate);
-            Ok(Running { shared, previous })
-        }
+        Ok(previous) => Ok(Running { shared, previous }),
         Err(e) => {
             ACTIVE.store(false, Ordering::Release);
             Err(e)
@@ -111,8 +108,9 @@ pub(crate) fn start(shared: Arc<Shared>, sample_rate: u32) -> Result<Running, St
     }
 }
 
-/// Says, once per start, what a rate above the kernel tick means (see the module docs).
-fn announce_rate(sample_rate: u32) {
+/// Says what a rate above the kernel tick means (see the module docs); the collector calls it
+/// once per start.
+pub(crate) fn announce_rate(sample_rate: u32) {
     let tick = sys::kernel_tick_hz();
     if tick != 0 && sample_rate > tick {
         tracing::info!(
