@@ -77,8 +77,6 @@ struct Inner {
     entries: Vec<Option<TableEntry>>,
     /// Sets without a span id, by content.
     map: Map,
-    /// Ids in use.
-    live: u64,
     free: Vec<u32>,
     /// Ids below this have been handed out at least once.
     next_id: u32,
@@ -122,7 +120,6 @@ impl LabelTable {
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
                 map: HashMap::with_hasher(BuildHasherDefault::new()),
-                live: 0,
                 free: Vec::new(),
                 next_id: FIRST_ID,
             }),
@@ -230,7 +227,6 @@ impl LabelTable {
         if by_content {
             inner.map.insert(Arc::clone(set), id);
         }
-        inner.live += 1;
         self.interned.fetch_add(1, Ordering::Relaxed);
         Some(id)
     }
@@ -288,7 +284,6 @@ impl LabelTable {
                 if entry.by_content {
                     inner.map.remove(&*entry.set);
                 }
-                inner.live -= 1;
                 // From here on every word naming (id, old generation) is stale.
                 let g = &self.gens[index];
                 g.store(
@@ -314,7 +309,8 @@ impl LabelTable {
     pub(crate) fn counts(&self) -> TableCounts {
         let inner = self.lock();
         TableCounts {
-            live: inner.live,
+            // Every id handed out and not freed again names a live set.
+            live: u64::from(inner.next_id - FIRST_ID) - inner.free.len() as u64,
             interned: self.interned.load(Ordering::Relaxed),
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
             overflowed_switches: self.overflowed.load(Ordering::Relaxed),
