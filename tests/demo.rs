@@ -388,9 +388,12 @@ fn the_report_is_what_the_raw_captures_say() {
         // The same span in traces.json, the OTLP/JSON export.
         let root = spans
             .iter()
-            .find(|s| hex(&s.span_id) == id)
+            .find(|s| hex::encode(&s.span_id) == id)
             .unwrap_or_else(|| panic!("span {id} in traces.json"));
-        assert_eq!(hex(&root.trace_id), trace["trace_id"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(&root.trace_id),
+            trace["trace_id"].as_str().unwrap()
+        );
         assert_eq!(root.name, trace["root_name"].as_str().unwrap());
         let duration = root.end_time_unix_nano - root.start_time_unix_nano;
         assert_eq!(trace["duration_ns"].as_u64(), Some(duration));
@@ -606,10 +609,6 @@ fn otlp_profiles_make_the_same_report() {
     // Per span, through the sample's link: the slowest request's samples are its own.
     let first = &report["slowest_traces"][0];
     assert_eq!(first["profile_id"], first["root_span_id"]);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn chromium() -> Option<PathBuf> {

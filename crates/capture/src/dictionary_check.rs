@@ -7,7 +7,6 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, ProfilesDictionary, Sample};
 
 use super::dictionary::is_null_link;
-use super::span::hex;
 
 const TRACE_ID_BYTES: usize = 16;
 const SPAN_ID_BYTES: usize = 8;
@@ -93,7 +92,7 @@ fn zero_entries(d: &ProfilesDictionary) -> Result<(), String> {
         return Err(format!(r#"string_table[0] is {first:?}, not """#));
     }
     if let Some(first) = d.link_table.first().filter(|link| !is_null_link(link)) {
-        let (trace_id, span_id) = (hex(&first.trace_id), hex(&first.span_id));
+        let (trace_id, span_id) = (hex::encode(&first.trace_id), hex::encode(&first.span_id));
         return Err(format!(
             "link_table[0] is not the empty link (trace_id {trace_id:?}, span_id {span_id:?}): \
              index 0 must mean no link"

@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfil
 use opentelemetry_proto::tonic::profiles::v1development::{Profile, ProfilesDictionary, Sample};
 
 use super::dictionary::Resolver;
-use super::span::hex;
 use super::{AttrValue, CapturedSample, RequestHeaders, Transport, dictionary_check};
 
 /// One OTLP `Profile` with what it needs to be read on its own. Cheap to clone: the profile and
@@ -146,8 +145,8 @@ impl CapturedOtlpProfile {
                     .map(|(key, value)| (key, value.to_string()))
                     .collect();
                 if let Some(link) = resolver.link(sample.link_index) {
-                    labels.insert("trace_id".to_owned(), hex(&link.trace_id));
-                    labels.insert("span_id".to_owned(), hex(&link.span_id));
+                    labels.insert("trace_id".to_owned(), hex::encode(&link.trace_id));
+                    labels.insert("span_id".to_owned(), hex::encode(&link.span_id));
                 }
                 CapturedSample {
                     labels,

@@ -96,7 +96,7 @@ impl fmt::Display for AttrValue {
             AttrValue::Bool(b) => write!(f, "{b}"),
             AttrValue::Int(i) => write!(f, "{i}"),
             AttrValue::Double(d) => write!(f, "{d}"),
-            AttrValue::Bytes(b) => f.write_str(&hex(b)),
+            AttrValue::Bytes(b) => f.write_str(&hex::encode(b)),
             AttrValue::Array(items) => {
                 f.write_str("[")?;
                 for (i, item) in items.iter().enumerate() {
@@ -257,10 +257,10 @@ pub(super) fn flatten(
                     .map(|s| (SpanStatus::from_otlp(s.code), s.message))
                     .unwrap_or((SpanStatus::Unset, String::new()));
                 out.push(CapturedSpan {
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
+                    trace_id: hex::encode(&span.trace_id),
+                    span_id: hex::encode(&span.span_id),
                     parent_span_id: (span.parent_span_id.iter().any(|b| *b != 0))
-                        .then(|| hex(&span.parent_span_id)),
+                        .then(|| hex::encode(&span.parent_span_id)),
                     name: span.name,
                     kind: SpanKind::from_otlp(span.kind),
                     start_unix_nanos: span.start_time_unix_nano,
@@ -293,15 +293,4 @@ fn attributes(pairs: Vec<KeyValue>) -> BTreeMap<String, AttrValue> {
         .into_iter()
         .map(|kv| (kv.key, AttrValue::from_any(kv.value)))
         .collect()
-}
-
-/// Lowercase, as trace and span ids are printed everywhere.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }

@@ -231,14 +231,14 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         if !span_context.is_valid() || !span_context.is_sampled() {
             return None;
         }
-        let hex = hex(&span_context.span_id().to_bytes());
-        span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex.clone()));
+        let span_id = hex::encode(span_context.span_id().to_bytes());
+        span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, span_id.clone()));
         let trace_id = if self.options.trace_id {
-            self::hex(&span_context.trace_id().to_bytes())
+            hex::encode(span_context.trace_id().to_bytes())
         } else {
             String::new()
         };
-        Some((hex, trace_id))
+        Some((span_id, trace_id))
     }
 
     fn record_fields(&self, state: &mut SpanLabels, record: impl FnOnce(&mut dyn Visit)) {
@@ -370,27 +370,17 @@ fn truncate(mut value: String) -> String {
     value
 }
 
-/// Lowercase hex of an id's bytes, as the id's `Display` writes it, without the formatting
-/// machinery: this runs for every local root, that is every request.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        text.push(DIGITS[usize::from(b >> 4)] as char);
-        text.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry::{SpanId, TraceId};
 
+    /// Labels and `pyroscope.profile.id` carry ids as their `Display` writes them (what Tempo
+    /// shows), encoded without the formatting machinery: this runs for every local root.
     #[test]
     fn hex_matches_the_ids_display() {
         let span = SpanId::from(0x00a1_b2c3_d4e5_f607);
-        assert_eq!(super::hex(&span.to_bytes()), span.to_string());
+        assert_eq!(hex::encode(span.to_bytes()), span.to_string());
         let trace = TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128);
-        assert_eq!(super::hex(&trace.to_bytes()), trace.to_string());
+        assert_eq!(hex::encode(trace.to_bytes()), trace.to_string());
     }
 }
