@@ -32,10 +32,10 @@ fn deep<T>(n: usize, at_bottom: &mut dyn FnMut() -> T) -> T {
 
 fn signal_sample(c: &mut Criterion) {
     let bench = SampleBench::new();
-    let base = deep(0, &mut || bench.sample_here(1));
+    let base = deep(0, &mut || bench.sample_here());
     bench.clear();
     let extra = DEPTH.saturating_sub(base);
-    let depth = deep(extra, &mut || bench.sample_here(1));
+    let depth = deep(extra, &mut || bench.sample_here());
     bench.clear();
     eprintln!("signal_sample: {depth} frames unwound per sample");
     c.bench_function("signal_sample/64_frames", |b| {
@@ -46,7 +46,7 @@ fn signal_sample(c: &mut Criterion) {
                 let n = left.min(BATCH);
                 let start = Instant::now();
                 for _ in 0..n {
-                    black_box(deep(extra, &mut || bench.sample_here(1)));
+                    black_box(deep(extra, &mut || bench.sample_here()));
                 }
                 spent += start.elapsed();
                 bench.clear();

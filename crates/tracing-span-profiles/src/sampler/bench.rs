@@ -12,16 +12,15 @@ use pyroscope::backend::BackendConfig;
 
 use super::collect::{Aggregator, Symbolizer};
 use super::here::current_regs;
-use super::interner::LabelTable;
+use super::interner::{LabelTable, NO_LABELS};
 use super::ring::Ring;
-use super::unwind::{self, Pool, Unwinder};
+use super::signal::{self, Shared};
+use super::unwind::{self, Pool};
 use crate::LabelSet;
 
 /// The handler's per-sample work, on the calling thread's own stack.
 pub struct SampleBench {
-    ring: Ring,
-    pool: Pool,
-    unwinder: &'static Unwinder,
+    shared: Shared,
     stack: Option<(u64, u64)>,
 }
 
@@ -32,35 +31,29 @@ impl Default for SampleBench {
 }
 
 impl SampleBench {
-    /// Builds the unwinder (once per process), a ring and a scratch pool; the calling thread's
-    /// stack bounds are registered as the sink registers them, so stack reads are plain loads.
+    /// Builds the unwinder (once per process), a ring and a scratch pool, and registers the
+    /// calling thread as its first label switch does, so that its stack bounds are known and
+    /// stack reads are plain loads, as on a service's workers.
     pub fn new() -> Self {
+        super::thread::set_current(NO_LABELS);
         SampleBench {
-            ring: Ring::new(1024),
-            pool: Pool::new(),
-            unwinder: unwind::unwinder(),
+            shared: Shared {
+                ring: Ring::new(1024),
+                pool: Pool::new(),
+                unwinder: unwind::unwinder(),
+                thread_ids: false,
+                thread_names: false,
+            },
             stack: super::sys::current_stack_bounds().map(|(lo, hi)| (lo as u64, hi as u64)),
         }
     }
 
-    /// Samples the caller as the handler samples an interrupted thread: claims a ring record,
-    /// writes the label and unwinds into it. Returns the depth unwound. Call [`clear`]
+    /// Samples the caller with the handler's own code (`signal::sample_at`): claims a ring
+    /// record, fills it and unwinds into it. Returns the depth unwound. Call [`clear`]
     /// (Self::clear) before the ring fills.
     #[inline(never)]
-    pub fn sample_here(&self, label: u64) -> usize {
-        let regs = current_regs();
-        let Some(mut claim) = self.ring.claim() else {
-            return 0;
-        };
-        let record = claim.record();
-        record.label = label;
-        record.thread = 0;
-        record.name = [0; 16];
-        let outcome = self
-            .pool
-            .unwind(self.unwinder, regs, self.stack, 0, &mut record.ips);
-        record.depth = outcome.depth as u32;
-        outcome.depth
+    pub fn sample_here(&self) -> usize {
+        signal::sample_at(&self.shared, 1, Some(current_regs()))
     }
 
     /// The caller's stack, leaf first, as a sample would record it (for [`CollectBench`]).
@@ -69,14 +62,15 @@ impl SampleBench {
         let regs = current_regs();
         let mut ips = [0; super::ring::MAX_DEPTH];
         let outcome = self
+            .shared
             .pool
-            .unwind(self.unwinder, regs, self.stack, 0, &mut ips);
+            .unwind(self.shared.unwinder, regs, self.stack, 0, &mut ips);
         ips[..outcome.depth].to_vec()
     }
 
     /// Empties the ring (what the collector does every 40 ms).
     pub fn clear(&self) -> usize {
-        self.ring.drain(|_| {})
+        self.shared.ring.drain(|_| {})
     }
 }
 

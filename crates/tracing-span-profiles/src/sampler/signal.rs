@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use super::interner::{OVERFLOW_ID, unpack};
 use super::ring::Ring;
 use super::stats;
-use super::sys;
+use super::sys::{self, Regs};
 use super::thread::SLOT;
 use super::timers;
 use super::unwind::{Pool, Unwinder};
@@ -249,6 +249,17 @@ extern "C" fn on_sigprof(
 unsafe fn sample(shared: &Shared, info: *const libc::siginfo_t, ucontext: *mut libc::c_void) {
     // SAFETY: `info` is the kernel's `siginfo_t` for this signal (or null, handled there).
     let weight = 1 + unsafe { sys::timer_overrun(info) };
+    // SAFETY: the kernel passes the interrupted context to an SA_SIGINFO handler.
+    let regs = unsafe { sys::regs_from_ucontext(ucontext) };
+    sample_at(shared, weight, regs);
+}
+
+/// Takes one sample of the calling thread, interrupted at `regs` (`None`: unknown; the record is
+/// published without a stack and the collector skips it), standing for `weight` sampling
+/// periods; returns the frames unwound. Async-signal-safe (see the module docs). The
+/// `bench-internals` benchmark times this very function, with the caller's own registers.
+#[inline(always)]
+pub(crate) fn sample_at(shared: &Shared, weight: u32, regs: Option<Regs>) -> usize {
     stats::bump(&stats::TAKEN);
     stats::add(&stats::PERIODS_TAKEN, u64::from(weight));
     let (label, lo, hi, hint) = SLOT.with(|slot| {
@@ -264,7 +275,7 @@ unsafe fn sample(shared: &Shared, info: *const libc::siginfo_t, ucontext: *mut l
     }
     let Some(mut claim) = shared.ring.claim() else {
         stats::bump(&stats::DROPPED_RING_FULL);
-        return;
+        return 0;
     };
     let record = claim.record();
     record.label = label;
@@ -280,9 +291,8 @@ unsafe fn sample(shared: &Shared, info: *const libc::siginfo_t, ucontext: *mut l
     if shared.thread_names {
         sys::thread_name(&mut record.name);
     }
-    // SAFETY: the kernel passes the interrupted context to an SA_SIGINFO handler.
-    let Some(regs) = (unsafe { sys::regs_from_ucontext(ucontext) }) else {
-        return; // published with depth 0; the collector skips it
+    let Some(regs) = regs else {
+        return 0; // published with depth 0; the collector skips it
     };
     let stack = (lo < hi).then_some((lo as u64, hi as u64));
     let outcome = shared
@@ -296,4 +306,5 @@ unsafe fn sample(shared: &Shared, info: *const libc::siginfo_t, ucontext: *mut l
         stats::bump(&stats::TRUNCATED);
     }
     // `claim` publishes the record when it goes out of scope.
+    outcome.depth
 }
