@@ -21,7 +21,7 @@ async fn main() {
         .ok()
         .and_then(|s| humantime::parse_duration(&s).ok())
         .unwrap_or(Duration::from_secs(5));
-    let capture = Capture::new();
+    let capture = Capture::counting_spans();
     let _grpc = capture
         .serve_otlp_grpc(grpc.parse().expect("gRPC address"))
         .await
@@ -74,7 +74,11 @@ impl Totals {
         // Counted from a snapshot taken and cleared in one step, so a batch arriving while the
         // profiles are decoded is counted next time instead of cleared unseen.
         let capture = &capture.take();
-        self.spans += capture.spans().len() as u64;
+        self.spans += capture
+            .trace_requests()
+            .iter()
+            .map(|r| r.spans)
+            .sum::<usize>() as u64;
         for profile in capture.profiles() {
             self.profiles += 1;
             let period = profile.period().max(1);

@@ -82,6 +82,8 @@ pub struct Capture {
 struct Inner {
     store: Mutex<Store>,
     changed: Notify,
+    /// Spans are counted per request and not kept (see [`Capture::counting_spans`]).
+    counts_spans_only: bool,
 }
 
 #[derive(Default)]
@@ -177,6 +179,26 @@ impl Capture {
         Capture::default()
     }
 
+    /// A capture that counts the spans of each trace request ([`trace_requests`]) but keeps no
+    /// span: for a benchmark whose receivers share a core with the load generator, where turning
+    /// every span into a [`CapturedSpan`] would cost that core several microseconds a span and
+    /// stall the load generator in bursts of a batch, which it then measures as latency.
+    ///
+    /// [`trace_requests`]: Self::trace_requests
+    pub fn counting_spans() -> Self {
+        Capture {
+            inner: Arc::new(Inner {
+                counts_spans_only: true,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    /// Whether spans are only counted ([`Capture::counting_spans`]).
+    pub(crate) fn counts_spans_only(&self) -> bool {
+        self.inner.counts_spans_only
+    }
+
     /// Serves OTLP/gRPC traces and profiles on `addr` (`127.0.0.1:0` picks a free port) on the
     /// current tokio runtime. Listening when this returns, so a client may connect at once.
     pub async fn serve_otlp_grpc(&self, addr: SocketAddr) -> io::Result<ReceiverHandle> {
@@ -250,6 +272,7 @@ impl Capture {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 changed: Notify::new(),
+                counts_spans_only: self.inner.counts_spans_only,
             }),
         }
     }
@@ -354,20 +377,11 @@ impl Capture {
         });
     }
 
-    fn record_traces(
-        &self,
-        endpoint: Endpoint,
-        transport: Transport,
-        headers: RequestHeaders,
-        spans: Vec<CapturedSpan>,
-    ) {
+    /// One accepted trace request of `count` spans; `spans` holds them unless only counted.
+    fn record_traces(&self, endpoint: Endpoint, request: TraceRequest, spans: Vec<CapturedSpan>) {
         self.update(|s| {
             s.stats.entry(endpoint).or_default().accepted += 1;
-            s.trace_requests.push(TraceRequest {
-                transport,
-                headers,
-                spans: spans.len(),
-            });
+            s.trace_requests.push(request);
             s.spans.extend(spans);
         });
     }

@@ -24,7 +24,8 @@ use super::behaviour::{Behaviour, Refusal};
 use super::http::{MAX_BODY_BYTES, is_success, respond};
 use super::receiver::{self, ReceiverState};
 use super::{
-    Capture, Endpoint, ReceiverHandle, RequestHeaders, Transport, gzip, otlp_profiles, span,
+    Capture, Endpoint, ReceiverHandle, RequestHeaders, TraceRequest, Transport, gzip,
+    otlp_profiles, span,
 };
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -86,8 +87,18 @@ impl Signal for Traces {
         headers: RequestHeaders,
         request: ExportTraceServiceRequest,
     ) -> Result<(), Refusal> {
-        let spans = span::flatten(request, transport);
-        capture.record_traces(Self::endpoint(transport), transport, headers, spans);
+        let count = span::count(&request);
+        let spans = if capture.counts_spans_only() {
+            Vec::new()
+        } else {
+            span::flatten(request, transport)
+        };
+        let request = TraceRequest {
+            transport,
+            headers,
+            spans: count,
+        };
+        capture.record_traces(Self::endpoint(transport), request, spans);
         Ok(())
     }
 }

@@ -236,6 +236,16 @@ impl CapturedSpan {
     }
 }
 
+/// How many spans one export request carries.
+pub(super) fn count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
 /// Flattens one export request, in the order the spans were sent.
 pub(super) fn flatten(
     request: ExportTraceServiceRequest,

@@ -154,3 +154,47 @@ async fn http_exporter_spans_arrive_decoded() {
         .await
         .expect("shutdown in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counting_capture_counts_the_spans_of_each_request_and_keeps_none() {
+    let capture = Capture::counting_spans();
+    let grpc = capture.serve_otlp_grpc(any_port()).await.expect("bind");
+    let http = capture.serve_http(any_port()).await.expect("bind");
+    let grpc_exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(grpc.url())
+        .with_timeout(PATIENCE)
+        .build()
+        .expect("exporter");
+    let http_exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{}{OTLP_TRACES_PATH}", http.url()))
+        .with_timeout(PATIENCE)
+        .build()
+        .expect("exporter");
+
+    send_two_spans(grpc_exporter).await;
+    send_two_spans(http_exporter).await;
+
+    let counted = |c: &Capture| c.trace_requests().iter().map(|r| r.spans).sum::<usize>();
+    capture
+        .wait_for(|c| counted(c) >= 4, PATIENCE)
+        .await
+        .expect("both exports counted");
+    assert_eq!(counted(&capture), 4);
+    let transports: Vec<Transport> = capture
+        .trace_requests()
+        .iter()
+        .map(|r| r.transport)
+        .collect();
+    assert!(transports.contains(&Transport::Grpc) && transports.contains(&Transport::Http));
+    assert!(capture.spans().is_empty(), "counted, not kept");
+    assert_eq!(capture.take().trace_requests().len(), transports.len());
+    assert!(capture.trace_requests().is_empty(), "taken");
+    for receiver in [grpc, http] {
+        tokio::time::timeout(PATIENCE, receiver.shutdown())
+            .await
+            .expect("shutdown in time");
+    }
+}

@@ -14,6 +14,7 @@ use super::collect::{Aggregator, Symbolizer};
 use super::interner::TABLE;
 use super::ring::Ring;
 use super::signal::{self, Shared};
+use super::symbols::SymbolTable;
 use super::timers;
 use super::unwind::{self, Pool};
 
@@ -71,6 +72,10 @@ impl Session {
                 .spawn(move || {
                     // Started after the first scan: arm this thread's timer now.
                     timers::arm_current_thread();
+                    // The symbol tables are read now, while a service is still starting, rather
+                    // than in the first report: reading a large executable's symbols takes tens
+                    // of milliseconds, which under load would hold up requests on a busy core.
+                    SymbolTable::current();
                     let mut last_reclaim = Instant::now();
                     let mut last_scan = Instant::now();
                     // Said one drain period after start, not in `start`: a service installs its
@@ -87,11 +92,14 @@ impl Session {
                         shared.unwinder.refresh_if_changed();
                         let mut aggregator = lock(&aggregator);
                         aggregator.drain(&shared.ring, &TABLE);
-                        if last_reclaim.elapsed() >= reclaim_interval {
-                            aggregator.reclaim(&TABLE);
+                        let freed = (last_reclaim.elapsed() >= reclaim_interval).then(|| {
                             last_reclaim = Instant::now();
-                        }
+                            aggregator.reclaim(&TABLE)
+                        });
                         drop(aggregator);
+                        if let Some(freed) = freed {
+                            freed.release();
+                        }
                         if last_scan.elapsed() >= timers::SCAN_INTERVAL {
                             timers::scan();
                             last_scan = Instant::now();
@@ -159,9 +167,10 @@ impl Backend for SamplerBackend {
             let mut aggregator = lock(&session.aggregator);
             aggregator.drain(&session.shared.ring, &TABLE);
             let collected = aggregator.take();
-            aggregator.reclaim(&TABLE);
-            collected
+            (collected, aggregator.reclaim(&TABLE))
         };
+        let (collected, freed) = collected;
+        freed.release();
         Ok(ReportBatch {
             profile_type: "process_cpu".into(),
             data: ReportData::Reports(self.symbolizer.reports(collected)),

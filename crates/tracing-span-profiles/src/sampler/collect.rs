@@ -9,7 +9,7 @@ use pyroscope::backend::{
     BackendConfig, Metadata, Report, StackBuffer, StackFrame, StackTrace, Tag,
 };
 
-use super::interner::{LabelTable, Resolved, unpack};
+use super::interner::{Freed, LabelTable, Resolved, unpack};
 use super::ring::{Ring, SampleRecord};
 use super::stats;
 use super::symbols::{Name, SymbolTable};
@@ -17,6 +17,9 @@ use super::thread;
 
 /// Key prefix: label index, thread id, thread name (two words), then the stack.
 const PREFIX: usize = 4;
+/// Stacks symbolized between two yields of the CPU in [`Symbolizer::reports`].
+const REPORT_SLICE: usize = 64;
+
 /// Symbol cache entries kept across reports before starting afresh.
 const MAX_CACHED_SYMBOLS: usize = 200_000;
 
@@ -108,8 +111,9 @@ impl Aggregator {
     }
 
     /// Frees label ids unused for a whole epoch (see `LabelTable::reclaim`). Must follow a
-    /// drain, so that no collected sample still needs an id that is about to go.
-    pub(crate) fn reclaim(&mut self, table: &LabelTable) -> usize {
+    /// drain, so that no collected sample still needs an id that is about to go. The freed sets
+    /// are the caller's to [`release`](Freed::release) once it holds no lock.
+    pub(crate) fn reclaim(&mut self, table: &LabelTable) -> Freed {
         let freed = table.reclaim(&thread::held_ids());
         // Words of freed ids may now name other sets.
         self.label_index.clear();
@@ -166,7 +170,13 @@ impl Symbolizer {
         self.refreshed = false;
         let mut buffer = StackBuffer::default();
         let mut total = 0;
-        for (key, count) in counts {
+        for (n, (key, count)) in counts.into_iter().enumerate() {
+            // A report of thousands of stacks takes milliseconds; sliced, the threads serving
+            // requests on a busy core run in between (the kernel would not preempt this thread
+            // in less than a tick).
+            if n > 0 && n % REPORT_SLICE == 0 {
+                std::thread::yield_now();
+            }
             let (prefix, ips) = key.split_at(PREFIX);
             let mut metadata = Metadata::default();
             if let Some(tags) = label_sets.get(prefix[0] as usize) {

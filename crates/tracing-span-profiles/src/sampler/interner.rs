@@ -31,6 +31,9 @@ pub(crate) const OVERFLOW_ID: u32 = 1;
 const FIRST_ID: u32 = 2;
 const TABLE_LEN: usize = MAX_LABEL_SETS + FIRST_ID as usize;
 
+/// Freed sets dropped between two yields of the CPU (see [`Freed::release`]).
+const RELEASE_SLICE: usize = 256;
+
 /// The packed label word of "no labels".
 pub(crate) const NO_LABELS: u64 = 0;
 
@@ -62,7 +65,7 @@ pub(crate) enum Resolved {
     Set(Arc<[Tag]>),
 }
 
-struct TableEntry {
+pub(crate) struct TableEntry {
     set: Arc<LabelSet>,
     /// In the content map (a set without a span id).
     by_content: bool,
@@ -80,6 +83,31 @@ struct Inner {
     free: Vec<u32>,
     /// Ids below this have been handed out at least once.
     next_id: u32,
+}
+
+/// The sets one reclaim took out of the table; dropping them frees their memory.
+#[must_use = "dropping the sets at once can hold up other threads: see `release`"]
+pub(crate) struct Freed(Vec<TableEntry>);
+
+impl Freed {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Drops the sets a slice at a time and yields the CPU between slices. A reclaim frees a
+    /// set for about every span of the epoch, memory the workers allocated; dropped in one go
+    /// that is a millisecond or more during which, on a busy core, no request is served (the
+    /// kernel does not preempt a thread in less than a tick). Sliced, requests run in between.
+    pub(crate) fn release(mut self) {
+        while !self.0.is_empty() {
+            let keep = self.0.len().saturating_sub(RELEASE_SLICE);
+            self.0.truncate(keep);
+            if keep > 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
 }
 
 /// Counters the table keeps for [`super::SamplerStats`].
@@ -264,8 +292,9 @@ impl LabelTable {
 
     /// Frees every id that was neither switched to nor sampled during the epoch that ends now
     /// and is not in `held` (ids currently in some thread's slot), then starts a new epoch.
-    /// Returns how many ids were freed.
-    pub(crate) fn reclaim(&self, held: &[u32]) -> usize {
+    /// Returns the freed sets, to be dropped after the lock is released: a worker that meets a
+    /// new set waits for this lock, and dropping thousands of sets takes milliseconds.
+    pub(crate) fn reclaim(&self, held: &[u32]) -> Freed {
         let mut inner = self.lock();
         let epoch = self.epoch.load(Ordering::Relaxed);
         let mut keep = vec![false; TABLE_LEN];
@@ -274,7 +303,7 @@ impl LabelTable {
                 *k = true;
             }
         }
-        let mut freed = 0;
+        let mut freed = Vec::new();
         for id in FIRST_ID..inner.next_id {
             let index = id as usize;
             if keep[index] || self.used[index].load(Ordering::Relaxed) == epoch {
@@ -291,19 +320,20 @@ impl LabelTable {
                     Ordering::Relaxed,
                 );
                 inner.free.push(id);
-                freed += 1;
+                freed.push(entry);
             }
         }
-        if freed > 0 {
+        if !freed.is_empty() {
             let g = &self.gens[OVERFLOW_ID as usize];
             g.store(
                 next_generation(g.load(Ordering::Relaxed)),
                 Ordering::Relaxed,
             );
-            self.reclaimed.fetch_add(freed as u64, Ordering::Relaxed);
+            self.reclaimed
+                .fetch_add(freed.len() as u64, Ordering::Relaxed);
         }
         self.epoch.store(next_generation(epoch), Ordering::Relaxed);
-        freed
+        Freed(freed)
     }
 
     pub(crate) fn counts(&self) -> TableCounts {

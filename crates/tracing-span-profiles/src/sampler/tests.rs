@@ -64,8 +64,8 @@ fn interning_memoizes_and_equal_sets_share_an_id() {
     assert_ne!(table.word_for(&a2), w);
     assert_eq!(table.counts().live, 4);
     // Both kinds are freed by reclaim, and a field-only set is found by content no more.
-    table.reclaim(&[]);
-    assert_eq!(table.reclaim(&[]), 4);
+    let _ = table.reclaim(&[]);
+    assert_eq!(table.reclaim(&[]).len(), 4);
     assert_eq!(table.counts().live, 0);
     assert_ne!(table.word_for(&car()), wc, "interned anew");
 }
@@ -78,10 +78,10 @@ fn reclaim_frees_unused_ids_and_stale_words_never_name_another_set() {
     let wa = table.word_for(&a);
     let wb = table.word_for(&b);
     // Both were used in this epoch: kept.
-    assert_eq!(table.reclaim(&[]), 0);
+    assert_eq!(table.reclaim(&[]).len(), 0);
     // Next epoch: only `b` is used.
     assert_eq!(table.word_for(&b), wb);
-    assert_eq!(table.reclaim(&[]), 1);
+    assert_eq!(table.reclaim(&[]).len(), 1);
     assert!(matches!(table.resolve(wa), Resolved::Stale));
     assert!(matches!(table.resolve(wb), Resolved::Set(_)));
     // The freed id goes to the next new set, under a new generation.
@@ -99,20 +99,58 @@ fn reclaim_frees_unused_ids_and_stale_words_never_name_another_set() {
 }
 
 #[test]
+fn freed_sets_are_dropped_by_release_with_the_table_usable_meanwhile() {
+    let table = table();
+    let sets: Vec<Arc<LabelSet>> = (0..1000).map(set).collect();
+    for s in &sets {
+        table.word_for(s);
+    }
+    let weak: Vec<_> = sets.iter().map(Arc::downgrade).collect();
+    drop(sets); // the spans closed: the table holds the last references
+    let _ = table.reclaim(&[]);
+    let freed = table.reclaim(&[]);
+    assert_eq!(freed.len(), 1000);
+    assert_eq!(
+        table.counts().live,
+        0,
+        "ids are free before the sets are dropped"
+    );
+    assert!(
+        weak.iter().all(|w| w.upgrade().is_some()),
+        "not dropped under the lock"
+    );
+    // The table takes new sets while the freed ones wait for release.
+    let fresh = set(5000);
+    assert!(matches!(
+        table.resolve(table.word_for(&fresh)),
+        Resolved::Set(_)
+    ));
+    freed.release();
+    assert!(
+        weak.iter().all(|w| w.upgrade().is_none()),
+        "all dropped by release"
+    );
+}
+
+#[test]
 fn ids_held_by_a_thread_survive_reclaim() {
     let table = table();
     let a = set(1);
     let wa = table.word_for(&a);
     let id = unpack(wa).0;
-    assert_eq!(table.reclaim(&[]), 0, "used in this epoch");
+    assert_eq!(table.reclaim(&[]).len(), 0, "used in this epoch");
     assert_eq!(
-        table.reclaim(&[id]),
+        table.reclaim(&[id]).len(),
         0,
         "unused, but a thread runs under it"
     );
     table.mark(id); // what the collector does for a sampled word
-    assert_eq!(table.reclaim(&[]), 0, "sampled in this epoch");
-    assert_eq!(table.reclaim(&[]), 1, "unused, unheld, unsampled: freed");
+    assert_eq!(table.reclaim(&[]).len(), 0, "sampled in this epoch");
+    assert_eq!(
+        table.reclaim(&[]).len(),
+        1,
+        "unused, unheld, unsampled: freed"
+    );
     assert!(matches!(table.resolve(wa), Resolved::Stale));
 }
 
@@ -133,11 +171,11 @@ fn a_full_table_overflows_and_recovers_after_reclaim() {
         "memo hit takes no lock"
     );
     // Keep half of the sets in use through the next epoch.
-    table.reclaim(&[]);
+    let _ = table.reclaim(&[]);
     for s in &sets[..MAX_LABEL_SETS / 2] {
         table.word_for(s);
     }
-    assert_eq!(table.reclaim(&[]), MAX_LABEL_SETS / 2);
+    assert_eq!(table.reclaim(&[]).len(), MAX_LABEL_SETS / 2);
     let w2 = table.word_for(&extra);
     assert_ne!(unpack(w2).0, OVERFLOW_ID, "retried after reclaim");
     assert!(matches!(table.resolve(w2), Resolved::Set(_)));
