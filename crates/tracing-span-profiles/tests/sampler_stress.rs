@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
-use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, Report, ReportData};
+use prost::Message;
+use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, ReportData};
+use pyroscope::encode::r#gen::google::Profile;
 use pyroscope::pyroscope::PyroscopeAgentBuilder;
 use telemetry_capture::Capture;
 use tracing_span_profiles::sampler::{
@@ -60,16 +62,16 @@ fn start(sample_rate: u32, reclaim: Duration) -> (BackendImpl<BackendReady>, Sam
     (backend.initialize().expect("sampler starts"), sink)
 }
 
-fn report(backend: &mut BackendImpl<BackendReady>) -> Vec<Report> {
+fn report(backend: &mut BackendImpl<BackendReady>) -> Profile {
     let batch = backend.report().expect("report");
     assert_eq!(batch.profile_type, "process_cpu");
     match batch.data {
-        ReportData::Reports(reports) => reports,
-        ReportData::RawPprof(_) => panic!("expected structured reports"),
+        ReportData::RawPprof(bytes) => Profile::decode(bytes.as_slice()).expect("a pprof profile"),
+        ReportData::Reports(_) => panic!("expected the sampler's pprof profile"),
     }
 }
 
-/// One aggregated stack: its labels, its frame names (leaf first), its sample count.
+/// One aggregated stack: its labels, its frame names (leaf first), its sampling periods.
 #[derive(Debug)]
 struct Stack {
     labels: BTreeMap<String, String>,
@@ -77,29 +79,29 @@ struct Stack {
     count: usize,
 }
 
-fn stacks(reports: &[Report]) -> Vec<Stack> {
-    let mut out = Vec::new();
-    for report in reports {
-        let labels: BTreeMap<String, String> = report
-            .metadata
-            .tags
-            .iter()
-            .map(|t| (t.key.clone(), t.value.clone()))
-            .collect();
-        for (trace, &count) in &report.data {
-            assert_eq!(trace.metadata, report.metadata, "stack and report agree");
-            out.push(Stack {
-                labels: labels.clone(),
-                names: trace
-                    .frames
-                    .iter()
-                    .map(|f| f.name.clone().unwrap_or_default())
-                    .collect(),
-                count,
-            });
-        }
-    }
-    out
+fn stacks(profile: &Profile) -> Vec<Stack> {
+    let s = |i: i64| profile.string_table[i as usize].clone();
+    profile
+        .sample
+        .iter()
+        .map(|sample| Stack {
+            labels: sample.label.iter().map(|l| (s(l.key), s(l.str))).collect(),
+            names: sample
+                .location_id
+                .iter()
+                .map(|&id| {
+                    let location = &profile.location[id as usize - 1];
+                    s(profile.function[location.line[0].function_id as usize - 1].name)
+                })
+                .collect(),
+            count: (sample.value[0] / profile.period) as usize,
+        })
+        .collect()
+}
+
+/// Sampling periods in the whole profile.
+fn total(profile: &Profile) -> usize {
+    stacks(profile).iter().map(|s| s.count).sum()
 }
 
 fn has_frame(stack: &Stack, function: &str) -> bool {
@@ -226,7 +228,7 @@ fn labels_follow_tasks_interleaved_on_two_workers() {
     eprintln!(
         "DBG after report {:?} total {}",
         delta(&before, &stats()),
-        reports.iter().flat_map(|r| r.data.values()).sum::<usize>()
+        total(&reports)
     );
     backend.shutdown().unwrap();
     let after = stats();
@@ -426,7 +428,7 @@ fn overflowing_the_label_table_keeps_samples_without_labels() {
     assert!(after.label_sets_live <= MAX_LABEL_SETS as u64);
 }
 
-fn stacks_with(reports: &[Report], key: &str, value: &str) -> usize {
+fn stacks_with(reports: &Profile, key: &str, value: &str) -> usize {
     stacks(reports)
         .iter()
         .filter(|s| s.labels.get(key).map(String::as_str) == Some(value))
@@ -458,7 +460,7 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                     std::thread::sleep(Duration::from_millis(150));
                     let mut guard = backend.lock().unwrap();
                     let reports = report(guard.as_mut().unwrap());
-                    let n: usize = reports.iter().flat_map(|r| r.data.values()).sum();
+                    let n: usize = total(&reports);
                     reported.fetch_add(n as u64, Ordering::Relaxed);
                 }
             });
@@ -660,7 +662,7 @@ fn thread_id_and_name_tags_only_when_asked() {
 
 /// Periods in all of `reports` (what the session encoder turns into CPU time), per value of
 /// the `burn` label ("" for samples without one).
-fn periods_by_burn(reports: &[Report]) -> HashMap<String, usize> {
+fn periods_by_burn(reports: &Profile) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for stack in stacks(reports) {
         let burn = stack.labels.get("burn").cloned().unwrap_or_default();

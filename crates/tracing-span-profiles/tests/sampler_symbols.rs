@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use pyroscope::backend::{BackendImpl, BackendReady, Report, ReportData};
+use prost::Message;
+use pyroscope::backend::{BackendImpl, BackendReady, ReportData};
+use pyroscope::encode::r#gen::google::Profile;
 use tracing_span_profiles::sampler::{SamplerConfig, sampler_backend};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -28,21 +30,22 @@ fn start(inlined_frames: bool) -> BackendImpl<BackendReady> {
     backend.initialize().expect("sampler starts")
 }
 
-/// Frame names of every stack reported (leaf first), with their sample counts.
+/// Frame names of every stack reported (leaf first), with their sampling periods.
 fn stacks(backend: &mut BackendImpl<BackendReady>) -> Vec<(Vec<String>, usize)> {
-    let reports: Vec<Report> = match backend.report().expect("report").data {
-        ReportData::Reports(reports) => reports,
-        ReportData::RawPprof(_) => panic!("expected structured reports"),
+    let profile = match backend.report().expect("report").data {
+        ReportData::RawPprof(bytes) => Profile::decode(bytes.as_slice()).expect("a pprof profile"),
+        ReportData::Reports(_) => panic!("expected the sampler's pprof profile"),
     };
-    reports
+    let s = |i: i64| profile.string_table[i as usize].clone();
+    profile
+        .sample
         .iter()
-        .flat_map(|r| r.data.iter())
-        .map(|(trace, &count)| {
-            let names = trace
-                .frames
-                .iter()
-                .map(|f| f.name.clone().unwrap_or_default());
-            (names.collect(), count)
+        .map(|sample| {
+            let names = sample.location_id.iter().map(|&id| {
+                let line = &profile.location[id as usize - 1].line[0];
+                s(profile.function[line.function_id as usize - 1].name)
+            });
+            (names.collect(), (sample.value[0] / profile.period) as usize)
         })
         .collect()
 }

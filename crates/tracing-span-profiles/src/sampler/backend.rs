@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use pyroscope::PyroscopeError;
 use pyroscope::backend::{Backend, ReportBatch, ReportData, ThreadTag};
 
@@ -173,7 +174,11 @@ impl Backend for SamplerBackend {
         freed.release();
         Ok(ReportBatch {
             profile_type: "process_cpu".into(),
-            data: ReportData::Reports(self.symbolizer.reports(collected)),
+            data: ReportData::RawPprof(
+                self.symbolizer
+                    .profile(collected, self.config.sample_rate)
+                    .encode_to_vec(),
+            ),
         })
     }
 

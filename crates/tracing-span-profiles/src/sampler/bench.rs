@@ -127,9 +127,12 @@ impl CollectBench {
         }
     }
 
-    /// Drains the ring into counts and builds the reports; returns how many reports.
+    /// Drains the ring into counts and builds the profile; returns how many samples it has.
     pub fn collect_and_report(&mut self) -> usize {
         self.aggregator.drain(&self.ring, &self.table);
-        self.symbolizer.reports(self.aggregator.take()).len()
+        self.symbolizer
+            .profile(self.aggregator.take(), 100)
+            .sample
+            .len()
     }
 }

@@ -1,15 +1,15 @@
-//! Off the signal path: aggregation of ring records, symbolization, and `Report`s.
+//! Off the signal path: aggregation of ring records, symbolization, and the pprof profile.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
 use pyroscope::ThreadId;
-use pyroscope::backend::{
-    BackendConfig, Metadata, Report, StackBuffer, StackFrame, StackTrace, Tag,
-};
+use pyroscope::backend::{BackendConfig, StackFrame, Tag};
+use pyroscope::encode::r#gen::google::{Label, Profile};
 
 use super::interner::{Freed, LabelTable, Resolved, unpack};
+use super::pprof::PprofBuilder;
 use super::ring::{Ring, SampleRecord};
 use super::stats;
 use super::symbols::{Name, SymbolTable};
@@ -154,10 +154,11 @@ impl Symbolizer {
         }
     }
 
-    /// One `Report` per label set (and thread id/name, when the backend config asks), with
-    /// symbolized stacks and counts of sampling periods (weighted samples), grouped the way pyroscope's pprof backend groups
-    /// them, so that the session encoder makes the tags pprof sample labels.
-    pub(crate) fn reports(&mut self, collected: Collected) -> Vec<Report> {
+    /// The pprof profile of what was collected: one sample per distinct stack, label set and
+    /// (when the backend config asks) thread, valued in the CPU nanoseconds of the sampling
+    /// periods it stands for; the label set's tags, and `thread_id` / `thread_name`, are its
+    /// labels.
+    pub(crate) fn profile(&mut self, collected: Collected, sample_rate: u32) -> Profile {
         let Collected {
             counts,
             records,
@@ -168,7 +169,9 @@ impl Symbolizer {
         }
         self.use_table(SymbolTable::current());
         self.refreshed = false;
-        let mut buffer = StackBuffer::default();
+        let mut pprof = PprofBuilder::new(sample_rate);
+        let mut locations: HashMap<u64, Box<[u64]>> = HashMap::new();
+        let mut set_labels: Vec<Option<Vec<Label>>> = vec![None; label_sets.len()];
         let mut total = 0;
         for (n, (key, count)) in counts.into_iter().enumerate() {
             // A report of thousands of stacks takes milliseconds; sliced, the threads serving
@@ -178,46 +181,50 @@ impl Symbolizer {
                 std::thread::yield_now();
             }
             let (prefix, ips) = key.split_at(PREFIX);
-            let mut metadata = Metadata::default();
-            if let Some(tags) = label_sets.get(prefix[0] as usize) {
-                for tag in tags.iter() {
-                    metadata.add_tag(tag.clone());
-                }
-            }
-            let thread_id = self
-                .config
-                .report_thread_id
-                .then(|| ThreadId::from(prefix[1] as libc::pthread_t));
-            let thread_name = self.config.report_thread_name.then(|| {
-                let mut name = [0u8; 16];
-                name[..8].copy_from_slice(&prefix[2].to_ne_bytes());
-                name[8..].copy_from_slice(&prefix[3].to_ne_bytes());
-                let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                String::from_utf8_lossy(&name[..len]).into_owned()
-            });
-            if let Some(id) = &thread_id {
-                metadata.add_tag(Tag::new("thread_id".into(), id.to_string()));
-            }
-            if let Some(name) = &thread_name {
-                metadata.add_tag(Tag::new("thread_name".into(), name.clone()));
-            }
-            let mut frames = Vec::with_capacity(ips.len());
+            let mut ids = Vec::with_capacity(ips.len());
             for &ip in ips {
-                frames.extend(self.symbolize(ip).iter().cloned());
+                let known = locations.entry(ip).or_insert_with(|| {
+                    let frames = self.symbolize(ip);
+                    frames.iter().map(|f| pprof.location(f)).collect()
+                });
+                ids.extend_from_slice(known);
             }
-            let trace = StackTrace {
-                pid: None,
-                thread_id,
-                thread_name,
-                frames,
-                metadata,
+            let set = prefix[0] as usize;
+            let thread = self.thread_tags(prefix);
+            let labels = match set_labels.get_mut(set) {
+                // Most keys name no thread: a set's labels are then made once per report.
+                Some(cached) if thread.is_empty() => cached
+                    .get_or_insert_with(|| pprof.labels(label_sets[set].iter()))
+                    .clone(),
+                _ => {
+                    let tags = label_sets.get(set).map_or(&[][..], |t| &t[..]);
+                    pprof.labels(tags.iter().chain(&thread))
+                }
             };
+            pprof.sample(ids, count, labels);
             total += count;
-            let _ = buffer.record_with_count(trace, count as usize);
         }
         stats::add(&stats::REPORTED, records);
         stats::add(&stats::PERIODS_REPORTED, total);
-        buffer.into()
+        pprof.finish()
+    }
+
+    /// `thread_id` and `thread_name` of a count key's prefix, as far as the config asks.
+    fn thread_tags(&self, prefix: &[u64]) -> Vec<Tag> {
+        let mut tags = Vec::new();
+        if self.config.report_thread_id {
+            let id = ThreadId::from(prefix[1] as libc::pthread_t);
+            tags.push(Tag::new("thread_id".into(), id.to_string()));
+        }
+        if self.config.report_thread_name {
+            let mut name = [0u8; 16];
+            name[..8].copy_from_slice(&prefix[2].to_ne_bytes());
+            name[8..].copy_from_slice(&prefix[3].to_ne_bytes());
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let name = String::from_utf8_lossy(&name[..len]).into_owned();
+            tags.push(Tag::new("thread_name".into(), name));
+        }
+        tags
     }
 
     /// Makes `table` the one names come from; names cached from another table are forgotten

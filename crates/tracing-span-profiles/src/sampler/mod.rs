@@ -48,6 +48,7 @@ mod collect;
 mod here;
 mod interner;
 mod modules;
+mod pprof;
 mod ring;
 mod signal;
 mod stats;

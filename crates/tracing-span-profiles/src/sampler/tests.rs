@@ -6,10 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use pyroscope::backend::{BackendConfig, Report};
+use pyroscope::backend::BackendConfig;
+use pyroscope::encode::r#gen::google::Profile;
 
 use super::collect::{Aggregator, Symbolizer};
 use super::interner::{LabelTable, MAX_LABEL_SETS, NO_LABELS, OVERFLOW_ID, Resolved, pack, unpack};
+use super::pprof::frame_at;
 use super::ring::{MAX_DEPTH, Ring};
 use super::unwind::{self, Pool};
 use super::{sys, thread};
@@ -264,22 +266,31 @@ fn marker_function_for_symbolization(depth: usize, out: &mut Vec<u64>) {
     });
 }
 
-fn frame_names(report: &Report) -> Vec<Vec<String>> {
-    report
-        .data
-        .keys()
-        .map(|trace| {
-            trace
-                .frames
+/// Each sample of `profile` as its labels (`key=value`, sorted), value and frame names.
+fn samples(profile: &Profile) -> Vec<(Vec<String>, i64, Vec<String>)> {
+    let s = |i: i64| profile.string_table[i as usize].clone();
+    profile
+        .sample
+        .iter()
+        .map(|sample| {
+            let mut labels: Vec<String> = sample
+                .label
                 .iter()
-                .map(|f| f.name.clone().unwrap_or_default())
-                .collect()
+                .map(|l| format!("{}={}", s(l.key), s(l.str)))
+                .collect();
+            labels.sort();
+            let names = sample
+                .location_id
+                .iter()
+                .map(|&id| frame_at(profile, id).0)
+                .collect();
+            (labels, sample.value[0], names)
         })
         .collect()
 }
 
 #[test]
-fn reports_group_by_label_set_with_symbolized_stacks_and_counts() {
+fn the_profile_has_a_sample_per_label_set_with_symbolized_stacks_and_periods() {
     let table = table();
     let a = set(7);
     let wa = table.word_for(&a);
@@ -299,23 +310,20 @@ fn reports_group_by_label_set_with_symbolized_stacks_and_counts() {
     let mut aggregator = Aggregator::new();
     assert_eq!(aggregator.drain(&ring, &table), 5);
     let mut symbolizer = Symbolizer::new(BackendConfig::default(), true);
-    let mut reports = symbolizer.reports(aggregator.take());
-    reports.sort_by_key(|r| r.metadata.tags.len());
-    assert_eq!(reports.len(), 2);
-    assert!(reports[0].metadata.tags.is_empty());
-    assert_eq!(reports[0].data.values().sum::<usize>(), 2);
-    let tags: Vec<String> = reports[1]
-        .metadata
-        .tags
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    assert_eq!(tags, vec!["span_id=0000000000000007", "span_name=t"]);
-    assert_eq!(reports[1].data.values().sum::<usize>(), 3);
-    for trace in reports[1].data.keys() {
-        assert_eq!(trace.metadata, reports[1].metadata);
-    }
-    let names = frame_names(&reports[1]).pop().unwrap();
+    let profile = symbolizer.profile(aggregator.take(), 100);
+    assert_eq!(profile.period, 10_000_000);
+    let mut samples = samples(&profile);
+    samples.sort_by_key(|(labels, ..)| labels.len());
+    assert_eq!(samples.len(), 2);
+    assert!(samples[0].0.is_empty());
+    assert_eq!(samples[0].1, 2 * profile.period);
+    assert_eq!(
+        samples[1].0,
+        vec!["span_id=0000000000000007", "span_name=t"]
+    );
+    assert_eq!(samples[1].1, 3 * profile.period);
+    assert_eq!(samples[0].2, samples[1].2, "the same stack");
+    let names = samples[1].2.clone();
     let marker = names
         .iter()
         .filter(|n| n.ends_with("marker_function_for_symbolization"))
@@ -327,7 +335,7 @@ fn reports_group_by_label_set_with_symbolized_stacks_and_counts() {
     );
     assert!(
         names.iter().any(|n| n.contains(
-            "tracing_span_profiles::sampler::tests::reports_group_by_label_set_with_symbolized_stacks"
+            "tracing_span_profiles::sampler::tests::the_profile_has_a_sample_per_label_set"
         )),
         "{names:?}"
     );
