@@ -32,7 +32,7 @@ const FIRST_ID: u32 = 2;
 const TABLE_LEN: usize = MAX_LABEL_SETS + FIRST_ID as usize;
 
 /// Freed sets dropped between two yields of the CPU (see [`Freed::release`]).
-const RELEASE_SLICE: usize = 256;
+const RELEASE_SLICE: usize = 128;
 
 /// The packed label word of "no labels".
 pub(crate) const NO_LABELS: u64 = 0;
