@@ -13,6 +13,11 @@
 #   scripts/bench.sh                                 # 3 rounds of 5 s; needs wrk and taskset
 #   RUNS=5 DURATION=20s CONNECTIONS=64 scripts/bench.sh
 #   SETUPS="bare traces off sampler" scripts/bench.sh  # traces = traces without profiles
+#   PROTOCOL=grpc scripts/bench.sh                   # spans over OTLP/gRPC instead of the
+#                                                    # service's default, http/protobuf
+#   BASELINE=/tmp/old/rideshare SETUPS="bare sampler sampler@baseline" scripts/bench.sh
+#                                                    # a setup@baseline runs that binary (e.g.
+#                                                    # another commit's) in the same rounds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,12 +26,19 @@ CONNECTIONS=${CONNECTIONS:-8}
 RATE=${RATE:-100}
 RUNS=${RUNS:-3}
 WORK_SCALE=${WORK_SCALE:-0.0005}
+PROTOCOL=${PROTOCOL:-http/protobuf}
 SETUPS=${SETUPS:-"bare off sampler thread-tags"}
 APP=127.0.0.1:${APP_PORT:-16000}
 GRPC=127.0.0.1:${GRPC_PORT:-16317}
 HTTP=127.0.0.1:${HTTP_PORT:-16318}
 TARGET=${CARGO_TARGET_DIR:-target}
 CLK_TCK=$(getconf CLK_TCK)
+# Spans go to the stand-in receiver of the chosen protocol.
+case $PROTOCOL in
+  grpc) OTLP=http://$GRPC ;;
+  http/protobuf) OTLP=http://$HTTP ;;
+  *) echo "bench: PROTOCOL is grpc or http/protobuf, not $PROTOCOL" >&2; exit 1 ;;
+esac
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 
 cargo build --release --quiet --bins --example receivers
@@ -47,16 +59,17 @@ setup_env() {
 # Runs one setup once; prints "setup rps p99_ms cpu_s requests run_cpu_s samples labelled
 # created exported" ("-" where a setup has no such figure).
 run_setup() {
-  local setup=$1 env
-  read -r -a env <<<"$(setup_env "$setup")"
+  local setup=$1 env bin=$TARGET/release/rideshare kind=${1%@baseline}
+  [ "$kind" != "$setup" ] && bin=$BASELINE
+  read -r -a env <<<"$(setup_env "$kind")"
   taskset -c 1 "$TARGET/release/examples/receivers" "$GRPC" "$HTTP" >"$out/receivers.log" &
   local receivers=$!
   sleep 0.5
   env "${env[@]}" RIDESHARE_LISTEN_ADDR="$APP" RIDESHARE_WORK_SCALE="$WORK_SCALE" \
     RUST_LOG=warn,rideshare::telemetry::span_queue=info \
     PYROSCOPE_SERVER_ADDRESS="http://$HTTP" PYROSCOPE_SAMPLE_RATE="$RATE" PYROSCOPE_UPLOAD_INTERVAL=5s \
-    OTEL_EXPORTER_OTLP_ENDPOINT="http://$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-    taskset -c 0 "$TARGET/release/rideshare" >"$out/service.log" 2>&1 &
+    OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP" OTEL_EXPORTER_OTLP_PROTOCOL="$PROTOCOL" \
+    taskset -c 0 "$bin" >"$out/service.log" 2>&1 &
   local service=$!
   until curl -fsS "http://$APP/" >/dev/null 2>&1; do sleep 0.1; done
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s "http://$APP/bike" >/dev/null # warm-up
@@ -75,11 +88,17 @@ run_setup() {
   labelled=$(sed -nE 's/.*"span_labelled_samples":([0-9]+).*/\1/p' <<<"$last")
   exported=$(sed -nE 's/.*"spans":([0-9]+).*/\1/p' <<<"$last")
   created=$(sed -nE 's/.*span queue totals.*spans_created=([0-9]+).*/\1/p' "$out/service.log" | tail -n 1)
-  case $setup in bare|traces) samples=""; labelled="" ;; esac
-  [ "$setup" = bare ] && { created=""; exported=""; }
+  case $kind in bare|traces) samples=""; labelled="" ;; esac
+  [ "$kind" = bare ] && { created=""; exported=""; }
   echo "$setup $rps $p99 $cpu1 $requests $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') ${samples:--} ${labelled:--} ${created:--} ${exported:--}"
 }
 
+for setup in $SETUPS; do # every setup known, and a baseline binary where one is asked for
+  setup_env "${setup%@baseline}" >/dev/null || exit 1
+  if [ "${setup%@baseline}" != "$setup" ] && [ ! -x "${BASELINE:-}" ]; then
+    echo "bench: $setup needs BASELINE=path to another rideshare binary" >&2; exit 1
+  fi
+done
 echo "setup rps p99_ms cpu_s requests run_cpu_s samples labelled created exported" >"$out/results"
 for round in $(seq "$RUNS"); do
   for setup in $SETUPS; do
@@ -96,7 +115,7 @@ awk -v rate="$RATE" -v setups="$SETUPS" '
   }
   END {
     b_rps = n["bare"] ? rps["bare"] / n["bare"] : 0; b_p99 = n["bare"] ? p99["bare"] / n["bare"] : 0
-    printf "%-12s %8s %7s %8s %7s %9s %9s %10s %10s %11s\n", "setup", "req/s", "x bare", "p99 ms", "x bare", "samples", "labelled", "spans made", "exported", "CPU/req us"
+    printf "%-20s %8s %7s %8s %7s %9s %9s %10s %10s %11s\n", "setup", "req/s", "x bare", "p99 ms", "x bare", "samples", "labelled", "spans made", "exported", "CPU/req us"
     k = split(setups, names, " ")
     for (i = 1; i <= k; i++) {
       s = names[i]; if (!n[s]) continue
@@ -105,6 +124,6 @@ awk -v rate="$RATE" -v setups="$SETUPS" '
       share = (s in smp) ? sprintf("%.1f%%", 100 * smp[s] / (cpu[s] * rate)) : "-"
       lshare = (s in smp && smp[s]) ? sprintf("%.1f%%", 100 * lab[s] / smp[s]) : "-"
       mk = (s in made) ? made[s] : "-"; ex = (s in made) ? sent[s] : "-"
-      printf "%-12s %8.0f %7s %8.2f %7s %9s %9s %10s %10s %11.1f\n", s, r, xr, p, xp, share, lshare, mk, ex, 1e6 * rcpu[s] / req[s]
+      printf "%-20s %8.0f %7s %8.2f %7s %9s %9s %10s %10s %11.1f\n", s, r, xr, p, xp, share, lshare, mk, ex, 1e6 * rcpu[s] / req[s]
     }
   }' "$out/results"

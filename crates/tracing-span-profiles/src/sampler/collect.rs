@@ -17,7 +17,7 @@ use super::thread;
 
 /// Key prefix: label index, thread id, thread name (two words), then the stack.
 const PREFIX: usize = 4;
-/// Stacks symbolized between two yields of the CPU in [`Symbolizer::reports`].
+/// Stacks symbolized between two yields of the CPU in [`Symbolizer::profile`].
 const REPORT_SLICE: usize = 32;
 
 /// Symbol cache entries kept across reports before starting afresh.
