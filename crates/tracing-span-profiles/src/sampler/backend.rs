@@ -164,13 +164,12 @@ impl Backend for SamplerBackend {
             .session
             .as_ref()
             .ok_or_else(|| PyroscopeError::new("sampler backend: not initialized"))?;
-        let collected = {
+        let (collected, freed) = {
             let mut aggregator = lock(&session.aggregator);
             aggregator.drain(&session.shared.ring, &TABLE);
             let collected = aggregator.take();
             (collected, aggregator.reclaim(&TABLE))
         };
-        let (collected, freed) = collected;
         freed.release();
         Ok(ReportBatch {
             profile_type: "process_cpu".into(),
