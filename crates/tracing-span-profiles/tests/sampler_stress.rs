@@ -65,10 +65,27 @@ fn start(sample_rate: u32, reclaim: Duration) -> (BackendImpl<BackendReady>, Sam
 fn report(backend: &mut BackendImpl<BackendReady>) -> Profile {
     let batch = backend.report().expect("report");
     assert_eq!(batch.profile_type, "process_cpu");
-    match batch.data {
+    let profile = match batch.data {
         ReportData::RawPprof(bytes) => Profile::decode(bytes.as_slice()).expect("a pprof profile"),
         ReportData::Reports(_) => panic!("expected the sampler's pprof profile"),
-    }
+    };
+    // Dated by the backend (an agent sends a raw profile as it is): the period since the last
+    // report, which ended just now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let end = profile.time_nanos + profile.duration_nanos;
+    assert!(
+        profile.time_nanos > 0
+            && profile.duration_nanos > 0
+            && end <= now
+            && now - end < 5e9 as i64,
+        "dated {} + {} ns, now {now}",
+        profile.time_nanos,
+        profile.duration_nanos
+    );
+    profile
 }
 
 /// One aggregated stack: its labels, its frame names (leaf first), its sampling periods.

@@ -193,12 +193,7 @@ impl Ticker {
                 nanos(from),
                 nanos(until).saturating_sub(nanos(from)),
             ),
-            // The sampler's own profile (see `sampler::pprof`), dated here like the above.
-            ReportData::RawPprof(bytes) => Profile {
-                time_nanos: nanos(from) as i64,
-                duration_nanos: nanos(until).saturating_sub(nanos(from)) as i64,
-                ..Profile::decode(bytes.as_slice()).ok()?
-            },
+            ReportData::RawPprof(bytes) => Profile::decode(bytes.as_slice()).ok()?,
         };
         Some((profile, batch.profile_type))
     }

@@ -4,11 +4,12 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use pyroscope::PyroscopeError;
 use pyroscope::backend::{Backend, ReportBatch, ReportData, ThreadTag};
+use pyroscope::encode::r#gen::google::Profile;
 
 use super::SamplerConfig;
 use super::collect::{Aggregator, Symbolizer};
@@ -30,11 +31,17 @@ pub(crate) struct SamplerBackend {
 }
 
 struct Session {
+    /// When the period the next report covers began: the start, then the previous report.
+    window_start: SystemTime,
     running: Option<signal::Running>,
     shared: Arc<Shared>,
     aggregator: Arc<Mutex<Aggregator>>,
     stop: Option<mpsc::Sender<()>>,
     collector: Option<JoinHandle<()>>,
+}
+
+fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as i64
 }
 
 fn lock(aggregator: &Mutex<Aggregator>) -> MutexGuard<'_, Aggregator> {
@@ -116,6 +123,7 @@ impl Session {
             }
         };
         Ok(Session {
+            window_start: SystemTime::now(),
             running: Some(running),
             shared,
             aggregator,
@@ -162,8 +170,10 @@ impl Backend for SamplerBackend {
     fn report(&mut self) -> pyroscope::Result<ReportBatch> {
         let session = self
             .session
-            .as_ref()
+            .as_mut()
             .ok_or_else(|| PyroscopeError::new("sampler backend: not initialized"))?;
+        let until = SystemTime::now();
+        let from = std::mem::replace(&mut session.window_start, until);
         let (collected, freed) = {
             let mut aggregator = lock(&session.aggregator);
             aggregator.drain(&session.shared.ring, &TABLE);
@@ -173,10 +183,14 @@ impl Backend for SamplerBackend {
         freed.release();
         Ok(ReportBatch {
             profile_type: "process_cpu".into(),
+            // Dated here, as the agents date `Report`s they encode: a raw profile goes out as it is.
             data: ReportData::RawPprof(
-                self.symbolizer
-                    .profile(collected, self.config.sample_rate)
-                    .encode_to_vec(),
+                Profile {
+                    time_nanos: unix_nanos(from),
+                    duration_nanos: unix_nanos(until) - unix_nanos(from),
+                    ..self.symbolizer.profile(collected, self.config.sample_rate)
+                }
+                .encode_to_vec(),
             ),
         })
     }

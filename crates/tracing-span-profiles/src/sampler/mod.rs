@@ -128,6 +128,11 @@ impl Default for SamplerConfig {
 /// before the backend is initialized and after it shut down; switches then just have no
 /// samples to label.
 ///
+/// Its reports are pprof profiles (`ReportData::RawPprof`), dated from the previous report (or
+/// the start) to this one and labelled with each sample's label set: built straight from the
+/// sampled addresses, which costs a fraction of pyroscope's `Report`s when nearly every sample
+/// has a span's labels of its own. So the stock agent's report transform (`func`) does not apply.
+///
 /// `initialize` (called by the agent's `build`) fails if a sampler of this module or another
 /// SIGPROF profiler (such as pyroscope's pprof backend, which arms `ITIMER_PROF`) is already
 /// running in the process, since the SIGPROF disposition is process-wide. `shutdown` deletes the
