@@ -63,7 +63,7 @@ pub use behaviour::Behaviour;
 pub use headers::RequestHeaders;
 pub use http::{OTLP_PROFILES_PATH, OTLP_TRACES_PATH, PYROSCOPE_PUSH_PATH};
 pub use otlp_profile::CapturedOtlpProfile;
-pub use profile::{CapturedProfile, CapturedSample};
+pub use profile::{CapturedProfile, CapturedSample, pprof_samples};
 pub use receiver::ReceiverHandle;
 pub use span::{AttrValue, CapturedEvent, CapturedSpan, SpanKind, SpanStatus, Transport};
 

@@ -118,21 +118,7 @@ impl CapturedProfile {
 
     /// The samples, resolved; recomputed on each call, so keep the result when iterating.
     pub fn samples(&self) -> Vec<CapturedSample> {
-        let resolver = Resolver::new(&self.pprof);
-        self.pprof
-            .sample
-            .iter()
-            .map(|sample| {
-                let (labels, num_labels) = resolver.labels(sample);
-                CapturedSample {
-                    labels,
-                    num_labels,
-                    stack: resolver.stack(sample),
-                    value: sample.value.first().copied().unwrap_or(0),
-                    values: sample.value.clone(),
-                }
-            })
-            .collect()
+        pprof_samples(&self.pprof)
     }
 
     /// The sum of every sample's first value: total CPU nanoseconds for a CPU profile.
@@ -152,4 +138,24 @@ impl CapturedProfile {
             .iter()
             .any(|s| resolver.stack(s).iter().any(|f| f.contains(needle)))
     }
+}
+
+/// The samples of any pprof profile, resolved as [`CapturedProfile::samples`] resolves a pushed
+/// one: for tests that read a profiler's output before it is pushed.
+pub fn pprof_samples(profile: &Profile) -> Vec<CapturedSample> {
+    let resolver = Resolver::new(profile);
+    profile
+        .sample
+        .iter()
+        .map(|sample| {
+            let (labels, num_labels) = resolver.labels(sample);
+            CapturedSample {
+                labels,
+                num_labels,
+                stack: resolver.stack(sample),
+                value: sample.value.first().copied().unwrap_or(0),
+                values: sample.value.clone(),
+            }
+        })
+        .collect()
 }

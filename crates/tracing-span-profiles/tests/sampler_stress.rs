@@ -19,6 +19,7 @@ use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, ReportData};
 use pyroscope::encode::r#gen::google::Profile;
 use pyroscope::pyroscope::PyroscopeAgentBuilder;
 use telemetry_capture::Capture;
+use telemetry_capture::pprof_samples;
 use tracing_span_profiles::sampler::{
     MAX_LABEL_SETS, MAX_SAMPLE_RATE, SampleLabels, SamplerConfig, SamplerStats, sampler_backend,
     stats,
@@ -88,7 +89,7 @@ fn report(backend: &mut BackendImpl<BackendReady>) -> Profile {
     profile
 }
 
-/// One aggregated stack: its labels, its frame names (leaf first), its sampling periods.
+/// One aggregated stack: its labels, its frame names (root first), its sampling periods.
 #[derive(Debug)]
 struct Stack {
     labels: BTreeMap<String, String>,
@@ -97,21 +98,12 @@ struct Stack {
 }
 
 fn stacks(profile: &Profile) -> Vec<Stack> {
-    let s = |i: i64| profile.string_table[i as usize].clone();
-    profile
-        .sample
-        .iter()
+    pprof_samples(profile)
+        .into_iter()
         .map(|sample| Stack {
-            labels: sample.label.iter().map(|l| (s(l.key), s(l.str))).collect(),
-            names: sample
-                .location_id
-                .iter()
-                .map(|&id| {
-                    let location = &profile.location[id as usize - 1];
-                    s(profile.function[location.line[0].function_id as usize - 1].name)
-                })
-                .collect(),
-            count: (sample.value[0] / profile.period) as usize,
+            labels: sample.labels,
+            names: sample.stack,
+            count: (sample.value / profile.period) as usize,
         })
         .collect()
 }

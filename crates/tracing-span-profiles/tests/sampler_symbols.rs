@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use pyroscope::backend::{BackendImpl, BackendReady, ReportData};
 use pyroscope::encode::r#gen::google::Profile;
+use telemetry_capture::pprof_samples;
 use tracing_span_profiles::sampler::{SamplerConfig, sampler_backend};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -30,23 +31,15 @@ fn start(inlined_frames: bool) -> BackendImpl<BackendReady> {
     backend.initialize().expect("sampler starts")
 }
 
-/// Frame names of every stack reported (leaf first), with their sampling periods.
+/// Frame names of every stack reported (root first), with their sampling periods.
 fn stacks(backend: &mut BackendImpl<BackendReady>) -> Vec<(Vec<String>, usize)> {
     let profile = match backend.report().expect("report").data {
         ReportData::RawPprof(bytes) => Profile::decode(bytes.as_slice()).expect("a pprof profile"),
         ReportData::Reports(_) => panic!("expected the sampler's pprof profile"),
     };
-    let s = |i: i64| profile.string_table[i as usize].clone();
-    profile
-        .sample
-        .iter()
-        .map(|sample| {
-            let names = sample.location_id.iter().map(|&id| {
-                let line = &profile.location[id as usize - 1].line[0];
-                s(profile.function[line.function_id as usize - 1].name)
-            });
-            (names.collect(), (sample.value[0] / profile.period) as usize)
-        })
+    pprof_samples(&profile)
+        .into_iter()
+        .map(|sample| (sample.stack, (sample.value / profile.period) as usize))
         .collect()
 }
 
@@ -89,7 +82,7 @@ fn through(stacks: &[(Vec<String>, usize)], leaf: impl Fn(&str) -> bool, caller:
         .filter(|(names, _)| {
             let leaf = names.iter().position(|n| leaf(n));
             let caller = names.iter().position(|n| n.ends_with(caller));
-            matches!((leaf, caller), (Some(l), Some(c)) if l < c)
+            matches!((leaf, caller), (Some(l), Some(c)) if c < l)
         })
         .map(|(_, count)| count)
         .sum()

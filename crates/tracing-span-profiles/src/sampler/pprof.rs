@@ -113,19 +113,18 @@ impl PprofBuilder {
     }
 }
 
-/// The function name, file name and line of location `id` (tests read profiles back with it).
-#[cfg(test)]
-pub(crate) fn frame_at(profile: &Profile, id: u64) -> (String, String, i64) {
-    let s = |i: i64| profile.string_table[i as usize].clone();
-    let line = &profile.location[id as usize - 1].line[0];
-    let function = &profile.function[line.function_id as usize - 1];
-    (s(function.name), s(function.filename), line.line)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use pyroscope::backend::{Metadata, Report, StackTrace};
+
+    /// The function name, file name and line of location `id`.
+    fn frame_at(profile: &Profile, id: u64) -> (String, String, i64) {
+        let s = |i: i64| profile.string_table[i as usize].clone();
+        let line = &profile.location[id as usize - 1].line[0];
+        let function = &profile.function[line.function_id as usize - 1];
+        (s(function.name), s(function.filename), line.line)
+    }
 
     fn frame(name: &str, file: &str, line: u32) -> StackFrame {
         StackFrame::new(

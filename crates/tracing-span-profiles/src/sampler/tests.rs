@@ -11,7 +11,6 @@ use pyroscope::encode::r#gen::google::Profile;
 
 use super::collect::{Aggregator, Symbolizer};
 use super::interner::{LabelTable, MAX_LABEL_SETS, NO_LABELS, OVERFLOW_ID, Resolved, pack, unpack};
-use super::pprof::frame_at;
 use super::ring::{MAX_DEPTH, Ring};
 use super::unwind::{self, Pool};
 use super::{sys, thread};
@@ -268,23 +267,15 @@ fn marker_function_for_symbolization(depth: usize, out: &mut Vec<u64>) {
 
 /// Each sample of `profile` as its labels (`key=value`, sorted), value and frame names.
 fn samples(profile: &Profile) -> Vec<(Vec<String>, i64, Vec<String>)> {
-    let s = |i: i64| profile.string_table[i as usize].clone();
-    profile
-        .sample
-        .iter()
+    telemetry_capture::pprof_samples(profile)
+        .into_iter()
         .map(|sample| {
-            let mut labels: Vec<String> = sample
-                .label
+            let labels = sample
+                .labels
                 .iter()
-                .map(|l| format!("{}={}", s(l.key), s(l.str)))
+                .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            labels.sort();
-            let names = sample
-                .location_id
-                .iter()
-                .map(|&id| frame_at(profile, id).0)
-                .collect();
-            (labels, sample.value[0], names)
+            (labels, sample.value, sample.stack)
         })
         .collect()
 }
