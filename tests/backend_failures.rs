@@ -509,6 +509,16 @@ fn bad_configuration_exits_2_with_one_line_before_binding() {
         ),
         ("OTEL_TRACES_SAMPLER_ARG", "1.5", "OTEL_TRACES_SAMPLER_ARG"),
         (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "bad name=x",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "authorization",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ),
+        (
             "OTEL_RESOURCE_ATTRIBUTES",
             "novalue",
             "OTEL_RESOURCE_ATTRIBUTES",

@@ -11,7 +11,7 @@ use super::cli::{OtlpProtocol, TraceSampler};
 use super::redact::without_credentials;
 use super::values::{
     ProfilesExporters, ResourceAttributes, Secret, TracesExporter, parse_bool, parse_http_url,
-    parse_millis, parse_non_empty, parse_profiles_exporters, parse_ratio,
+    parse_millis, parse_non_empty, parse_otlp_headers, parse_profiles_exporters, parse_ratio,
     parse_resource_attributes, parse_traces_exporter, parse_upload_interval,
 };
 
@@ -72,6 +72,24 @@ pub struct TelemetryArgs {
     /// OTLP traces endpoint, used as is.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = parse_http_url)]
     pub otlp_traces_endpoint: Option<Url>,
+    /// Headers on every OTLP export, `key=value,key2=value2` (values percent-encoded; never
+    /// printed).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        value_name = "OTEL_EXPORTER_OTLP_HEADERS",
+        hide_env_values = true
+    )]
+    pub otlp_headers: Option<Secret>,
+    /// Headers on every OTLP trace export; for the same name, wins over
+    /// OTEL_EXPORTER_OTLP_HEADERS.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        hide_env_values = true
+    )]
+    pub otlp_traces_headers: Option<Secret>,
     /// OTLP protocol.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_name = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
     pub otlp_protocol: OtlpProtocol,
@@ -170,6 +188,27 @@ impl TelemetryArgs {
             .min(self.bsp_export_timeout)
     }
 
+    /// The headers of every trace export: OTEL_EXPORTER_OTLP_HEADERS, then
+    /// OTEL_EXPORTER_OTLP_TRACES_HEADERS (a later header replaces an earlier one of its name).
+    /// The error names the variable, never a value.
+    pub fn traces_headers(&self) -> Result<Vec<(String, String)>, String> {
+        let mut headers = Vec::new();
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_HEADERS", &self.otlp_headers),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                &self.otlp_traces_headers,
+            ),
+        ] {
+            if let Some(value) = value {
+                let parsed =
+                    parse_otlp_headers(value.expose()).map_err(|e| format!("{name}: {e}"))?;
+                headers.extend(parsed);
+            }
+        }
+        Ok(headers)
+    }
+
     pub fn traces_protocol(&self) -> OtlpProtocol {
         self.otlp_traces_protocol.unwrap_or(self.otlp_protocol)
     }
@@ -215,6 +254,7 @@ impl TelemetryArgs {
                 "{set} is set but {unset} is not: set both or neither"
             ));
         }
+        self.traces_headers()?;
         self.check_traces_transport()
     }
 

@@ -349,3 +349,41 @@ fn resource_attributes_decode_percent_encoding() {
     );
     assert!(parse_resource_attributes("k=%zz").is_err());
 }
+
+/// Trace headers: the general ones, then the traces' own (the header transport keeps the later
+/// of two with one name); values percent-decoded and never printed, not even when refused;
+/// names HTTP cannot carry are refused before serving.
+#[test]
+fn otlp_trace_headers_merge_signal_last_and_never_print() {
+    let t = parse(&[
+        "--otlp-headers",
+        "Authorization=Basic%20c2VjcmV0,X-Scope-OrgID=a",
+        "--otlp-traces-headers",
+        "x-scope-orgid=b",
+    ])
+    .unwrap()
+    .serve
+    .telemetry;
+    assert_eq!(
+        t.traces_headers().unwrap(),
+        vec![
+            ("Authorization".into(), "Basic c2VjcmV0".into()),
+            ("X-Scope-OrgID".into(), "a".into()),
+            ("x-scope-orgid".into(), "b".into()),
+        ]
+    );
+    assert!(!format!("{t:?}").contains("c2VjcmV0"));
+    for bad in ["bad name=x", "novalue", "x=%zz", "x=line%0Abreak"] {
+        let flags = [
+            "--otlp-traces-headers",
+            &format!("Authorization=c2VjcmV0,{bad}"),
+        ];
+        let t = parse(&flags).unwrap().serve.telemetry;
+        let err = t.validate().expect_err(bad);
+        assert!(
+            err.starts_with("OTEL_EXPORTER_OTLP_TRACES_HEADERS: "),
+            "{err}"
+        );
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+}

@@ -41,6 +41,32 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`: `key=value,key2=value2`, values percent-encoded, as
+/// the spec's W3C-baggage-like format has it. Values are credentials, typically: the error
+/// never shows one (which is why clap takes the variable as a [`Secret`] and this runs after).
+pub(crate) fn parse_otlp_headers(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err("expected key=value pairs separated by commas".into());
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err("empty header name: expected key=value".into());
+        }
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(format!("{k:?} is not a valid header name"));
+        }
+        let v = percent_decode(v.trim())
+            .ok_or_else(|| format!("bad percent-encoding in the value of {k:?}"))?;
+        if http::HeaderValue::from_str(&v).is_err() {
+            return Err(format!("the value of {k:?} cannot be sent in a header"));
+        }
+        out.push((k.to_owned(), v));
+    }
+    Ok(out)
+}
+
 /// Parsed `OTEL_RESOURCE_ATTRIBUTES`: the attributes besides `service.name`, and apart from them
 /// the `service.name` it gives. The service has one name, chosen by
 /// [`TelemetryArgs::service_name`](super::TelemetryArgs::service_name) (where this one ranks below

@@ -3,7 +3,9 @@
 mod logs;
 mod profiles;
 mod rate_limit;
+mod span_encode;
 mod span_queue;
+mod span_transport;
 pub(crate) mod traces;
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The queue between the threads that end spans and the OTLP exporter.
 //!
-//! Bounded, like the SDK's batch processor, but when it is full the *oldest* span is dropped (and
+//! A span is encoded where it ends (see `span_encode`) and queued as bytes; the export thread
+//! frames a batch of them into one request and hands it to a [`BatchSender`]. Bounded, like the SDK's batch processor, but when it is full the *oldest* span is dropped (and
 //! counted), not the one just ended: after an outage the newest spans, the ones a user is looking
 //! at, are what gets delivered. Reads the spec's `OTEL_BSP_MAX_QUEUE_SIZE`,
 //! `OTEL_BSP_SCHEDULE_DELAY` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; a full batch goes out at once,
@@ -16,10 +17,23 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+
+use super::span_encode::{EncodedResource, EncodedSpan, Scopes, encode_request, encode_span};
+
+/// Where the queue's batches go: the OTLP client, in the service.
+pub trait BatchSender: Send + 'static {
+    /// Sends one encoded `ExportTraceServiceRequest` of `spans` spans, blocking the export
+    /// thread until it is delivered or given up on; reports its own failures.
+    fn send(&mut self, request: Bytes, spans: usize) -> Result<(), ()>;
+
+    /// The queue stops: nothing more will be sent.
+    fn shutdown(&mut self) {}
+}
 
 /// Queue bound, batch size and export period.
 #[derive(Debug, Clone, Copy)]
@@ -43,17 +57,17 @@ impl QueueConfig {
 
 /// A batching span processor that drops the oldest spans when its queue is full.
 #[derive(Debug)]
-pub struct OldestFirstBatch<E: SpanExporter + 'static> {
-    shared: Arc<Shared<E>>,
+pub struct OldestFirstBatch {
+    shared: Arc<Shared>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
-struct Shared<E> {
+struct Shared {
     config: QueueConfig,
     state: Mutex<State>,
     changed: Condvar,
-    exporter: Mutex<E>,
+    resource: Mutex<EncodedResource>,
     ended: AtomicU64,
     exported: AtomicU64,
     failed: AtomicU64,
@@ -75,7 +89,9 @@ pub struct QueueTotals {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<SpanData>,
+    queue: VecDeque<EncodedSpan>,
+    /// The scopes the queued spans name by index.
+    scopes: Scopes,
     /// Flushes asked for, and how many of them the worker has completed.
     flush_requested: u64,
     flush_done: u64,
@@ -83,13 +99,14 @@ struct State {
     stopped: bool,
 }
 
-impl<E: SpanExporter + 'static> OldestFirstBatch<E> {
-    pub fn new(exporter: E, config: QueueConfig) -> Self {
+impl OldestFirstBatch {
+    /// Starts the export thread, which owns `sender`.
+    pub fn new(sender: impl BatchSender, config: QueueConfig) -> Self {
         let shared = Arc::new(Shared {
             config,
             state: Mutex::default(),
             changed: Condvar::new(),
-            exporter: Mutex::new(exporter),
+            resource: Mutex::default(),
             ended: AtomicU64::new(0),
             exported: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -99,7 +116,7 @@ impl<E: SpanExporter + 'static> OldestFirstBatch<E> {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("span-export".into())
-                .spawn(move || shared.run())
+                .spawn(move || shared.run(sender))
                 .ok()
         };
         OldestFirstBatch {
@@ -120,24 +137,27 @@ impl<E: SpanExporter + 'static> OldestFirstBatch<E> {
     }
 }
 
-impl<E: SpanExporter> Shared<E> {
+impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Export a batch when one is full, the delay has passed, or a flush or shutdown asks.
-    fn run(&self) {
+    fn run(&self, mut sender: impl BatchSender) {
         loop {
-            let (batch, flush_target, shutdown) = self.next_batch();
+            let (batch, scopes, flush_target, shutdown) = self.next_batch();
             if !batch.is_empty() {
-                let n = batch.len() as u64;
-                let exporter = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
-                // The exporter reports its own failures (see traces::Warning); here they count.
-                let outcome = match futures_executor::block_on(exporter.export(batch)) {
+                let n = batch.len();
+                let resource = self.resource.lock().unwrap_or_else(|e| e.into_inner());
+                let mut request = Vec::new();
+                encode_request(&resource, &scopes.encoded(), batch, &mut request);
+                drop(resource);
+                // The sender reports its own failures (see traces::Warning); here they count.
+                let outcome = match sender.send(Bytes::from(request), n) {
                     Ok(()) => &self.exported,
-                    Err(_) => &self.failed,
+                    Err(()) => &self.failed,
                 };
-                outcome.fetch_add(n, Ordering::Relaxed);
+                outcome.fetch_add(n as u64, Ordering::Relaxed);
             }
             let mut state = self.state();
             if state.queue.is_empty() {
@@ -145,6 +165,8 @@ impl<E: SpanExporter> Shared<E> {
                 if shutdown {
                     state.stopped = true;
                     self.changed.notify_all();
+                    drop(state);
+                    sender.shutdown();
                     return;
                 }
                 self.changed.notify_all();
@@ -155,8 +177,8 @@ impl<E: SpanExporter> Shared<E> {
     /// Waits for the next batch: idle (nothing queued, nothing asked) it sleeps until a span, a
     /// flush or shutdown arrives, never waking for nothing, so a zero delay cannot spin; from the
     /// first queued span it waits at most the delay (zero: not at all) for a full batch. Returns
-    /// the batch, the flushes it answers and whether shutdown was asked.
-    fn next_batch(&self) -> (Vec<SpanData>, u64, bool) {
+    /// the batch, the scopes it names, the flushes it answers and whether shutdown was asked.
+    fn next_batch(&self) -> (Vec<EncodedSpan>, Scopes, u64, bool) {
         let asked = |s: &State| s.flush_requested != s.flush_done || s.shutdown;
         let mut state = self.state();
         while state.queue.is_empty() && !asked(&state) {
@@ -175,8 +197,9 @@ impl<E: SpanExporter> Shared<E> {
                 .0;
         }
         let n = state.queue.len().min(self.config.max_export_batch_size);
-        let batch: Vec<SpanData> = state.queue.drain(..n).collect();
-        (batch, state.flush_requested, state.shutdown)
+        let batch: Vec<EncodedSpan> = state.queue.drain(..n).collect();
+        let scopes = state.scopes.clone();
+        (batch, scopes, state.flush_requested, state.shutdown)
     }
 
     /// Waits until `done(state)` or `timeout`.
@@ -198,7 +221,7 @@ impl<E: SpanExporter> Shared<E> {
     }
 }
 
-impl<E: SpanExporter + 'static> OldestFirstBatch<E> {
+impl OldestFirstBatch {
     /// The run's totals, at shutdown: a warning when spans were lost, else at info level (a
     /// benchmark reads it with `RUST_LOG=rideshare::telemetry::span_queue=info`).
     fn log_totals(&self) {
@@ -223,15 +246,18 @@ impl<E: SpanExporter + 'static> OldestFirstBatch<E> {
     }
 }
 
-impl<E: SpanExporter + 'static> SpanProcessor for OldestFirstBatch<E> {
+impl SpanProcessor for OldestFirstBatch {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
+    /// Encodes the span here, on the thread that ended it, outside the queue's lock.
     fn on_end(&self, span: SpanData) {
+        let (scope, bytes) = encode_span(span);
         let mut state = self.shared.state();
         if state.shutdown {
             return;
         }
-        state.queue.push_back(span);
+        let scope = state.scopes.index_of(&scope);
+        state.queue.push_back(EncodedSpan { scope, bytes });
         self.shared.ended.fetch_add(1, Ordering::Relaxed);
         if state.queue.len() > self.shared.config.max_queue_size {
             state.queue.pop_front();
@@ -284,20 +310,15 @@ impl<E: SpanExporter + 'static> SpanProcessor for OldestFirstBatch<E> {
             let _ = worker.join();
         }
         self.log_totals();
-        let exporter = self
-            .shared
-            .exporter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        exporter.shutdown_with_timeout(timeout)
+        Ok(())
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.shared
-            .exporter
+        *self
+            .shared
+            .resource
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_resource(resource);
+            .unwrap_or_else(|e| e.into_inner()) = EncodedResource::new(resource);
     }
 }
 
@@ -305,22 +326,33 @@ impl<E: SpanExporter + 'static> SpanProcessor for OldestFirstBatch<E> {
 mod tests {
     use super::*;
     use opentelemetry::trace::{Tracer, TracerProvider as _};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
+    use prost::Message;
 
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
-    /// Keeps what it was given, also across shutdown (unlike the SDK's in-memory exporter).
+    /// Decodes what it was sent and keeps the spans, also across shutdown.
     #[derive(Debug, Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<SpanData>>>);
+    struct Recorder(Arc<Mutex<Vec<ProtoSpan>>>);
 
-    impl SpanExporter for Recorder {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
+    impl BatchSender for Recorder {
+        fn send(&mut self, request: Bytes, spans: usize) -> Result<(), ()> {
+            let request = ExportTraceServiceRequest::decode(request).expect("a valid request");
+            let got: Vec<ProtoSpan> = request
+                .resource_spans
+                .into_iter()
+                .flat_map(|r| r.scope_spans)
+                .flat_map(|s| s.spans)
+                .collect();
+            assert_eq!(got.len(), spans, "the count given is the count sent");
+            self.0.lock().unwrap().extend(got);
             Ok(())
         }
     }
 
     impl Recorder {
-        fn get_finished_spans(&self) -> Result<Vec<SpanData>, ()> {
+        fn get_finished_spans(&self) -> Result<Vec<ProtoSpan>, ()> {
             Ok(self.0.lock().unwrap().clone())
         }
     }
@@ -335,8 +367,8 @@ mod tests {
 
     fn names(exporter: &Recorder) -> Vec<String> {
         let mut spans = exporter.get_finished_spans().unwrap();
-        spans.sort_by_key(|s| s.start_time);
-        spans.into_iter().map(|s| s.name.into_owned()).collect()
+        spans.sort_by_key(|s| s.start_time_unix_nano);
+        spans.into_iter().map(|s| s.name).collect()
     }
 
     #[test]
@@ -393,19 +425,16 @@ mod tests {
     /// batches leave without waiting for the delay.
     #[test]
     fn the_spec_defaults_keep_up_with_15k_spans_a_second() {
-        #[derive(Debug, Default)]
-        struct Slow(AtomicU64);
-        impl SpanExporter for Slow {
-            async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        #[derive(Debug)]
+        struct Slow;
+        impl BatchSender for Slow {
+            fn send(&mut self, _request: Bytes, _spans: usize) -> Result<(), ()> {
                 std::thread::sleep(Duration::from_millis(5));
-                self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
         }
-        let processor = OldestFirstBatch::new(
-            Slow::default(),
-            QueueConfig::new(2048, 512, Duration::from_secs(5)),
-        );
+        let processor =
+            OldestFirstBatch::new(Slow, QueueConfig::new(2048, 512, Duration::from_secs(5)));
         let start = Instant::now();
         for ms in 0..1000u64 {
             for i in 0..15 {
@@ -459,7 +488,7 @@ mod tests {
 
     /// CPU time the worker thread has used, from its CPU-time clock.
     #[cfg(target_os = "linux")]
-    fn worker_cpu_time<E: SpanExporter>(processor: &OldestFirstBatch<E>) -> Duration {
+    fn worker_cpu_time(processor: &OldestFirstBatch) -> Duration {
         use std::os::unix::thread::JoinHandleExt;
         let worker = processor.worker.lock().unwrap();
         let thread = worker.as_ref().expect("the worker runs").as_pthread_t();

@@ -1,18 +1,17 @@
 //! The OTLP trace pipeline: exporter, batch processor, sampler and resource from the `OTEL_*`
 //! settings.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
 use super::rate_limit::RateLimit;
-use super::span_queue::{OldestFirstBatch, QueueConfig};
-use crate::config::{OtlpProtocol, TelemetryArgs, TraceSampler, without_credentials};
+use super::span_queue::{BatchSender, OldestFirstBatch, QueueConfig};
+use super::span_transport::{TraceClient, header_map};
+use crate::config::{TelemetryArgs, TraceSampler, without_credentials};
 
 /// At most one export-failure warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -28,31 +27,21 @@ pub fn tracer_provider(
         return Ok(None);
     }
     let endpoint = args.traces_endpoint();
-    let exporter = match args.traces_protocol() {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.as_str())
-            .with_timeout(args.traces_timeout())
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(endpoint.as_str())
-            .with_timeout(args.traces_timeout())
-            .build(),
-    }
-    .map_err(|e| {
-        format!(
-            "cannot build the OTLP exporter for {}: {e}",
-            without_credentials(&endpoint)
-        )
-    })?;
+    let shown = without_credentials(&endpoint).to_string();
+    let headers = header_map(&args.traces_headers()?)?;
+    let client = TraceClient::new(
+        args.traces_protocol(),
+        &endpoint,
+        headers,
+        args.traces_timeout(),
+    )
+    .map_err(|e| format!("cannot build the OTLP exporter for {shown}: {e}"))?;
 
     let provider = SdkTracerProvider::builder()
         .with_sampler(sampler(args))
         .with_resource(resource(args, service_name, attributes))
         .with_span_processor(OldestFirstBatch::new(
-            Warning::new(exporter, without_credentials(&endpoint).to_string()),
+            Warning::new(client, shown),
             QueueConfig::new(
                 args.bsp_max_queue_size as usize,
                 args.bsp_max_export_batch_size as usize,
@@ -97,92 +86,77 @@ fn sampler(args: &TelemetryArgs) -> Sampler {
     }
 }
 
-/// Passes batches through and turns failures into one warning a minute that names the endpoint
-/// and the cause, with how many batches failed meanwhile.
+/// Sends batches and turns failures into one warning a minute that names the endpoint and the
+/// cause, with how many batches failed meanwhile; at shutdown, the spans lost that way.
 #[derive(Debug)]
-struct Warning<E> {
-    inner: E,
+struct Warning<C> {
+    client: C,
     endpoint: String,
-    state: Mutex<WarnState>,
-}
-
-#[derive(Debug)]
-struct WarnState {
     warned: RateLimit<()>,
     failed: u64,
     failed_spans: u64,
     failing: bool,
 }
 
-impl<E> Warning<E> {
-    fn new(inner: E, endpoint: String) -> Self {
+impl<C> Warning<C> {
+    fn new(client: C, endpoint: String) -> Self {
         Warning {
-            inner,
+            client,
             endpoint,
-            state: Mutex::new(WarnState {
-                warned: RateLimit::new(WARN_EVERY),
-                failed: 0,
-                failed_spans: 0,
-                failing: false,
-            }),
+            warned: RateLimit::new(WARN_EVERY),
+            failed: 0,
+            failed_spans: 0,
+            failing: false,
         }
     }
 
-    fn observe(&self, result: &OTelSdkResult, spans: usize) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn observe(&mut self, result: Result<(), String>, spans: usize) -> Result<(), ()> {
         match result {
             Ok(()) => {
-                if state.failing {
+                if self.failing {
                     tracing::info!(endpoint = %self.endpoint, "OTLP trace export recovered");
                 }
-                state.failing = false;
+                self.failing = false;
+                Ok(())
             }
             Err(error) => {
-                state.failed += 1;
-                state.failed_spans += spans as u64;
-                state.failing = true;
-                if state.warned.allow(()) {
+                self.failed += 1;
+                self.failed_spans += spans as u64;
+                self.failing = true;
+                if self.warned.allow(()) {
                     tracing::warn!(
                         endpoint = %self.endpoint,
                         %error,
                         spans,
-                        failed_batches = state.failed,
+                        failed_batches = self.failed,
                         "OTLP trace export failed; spans of failed batches are dropped"
                     );
                 }
+                Err(())
             }
+        }
+    }
+
+    fn log_losses(&self) {
+        if self.failed_spans > 0 {
+            tracing::warn!(
+                endpoint = %self.endpoint,
+                dropped_spans = self.failed_spans,
+                failed_batches = self.failed,
+                "spans that could not be exported during this run"
+            );
         }
     }
 }
 
-impl<E: SpanExporter> SpanExporter for Warning<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans = batch.len();
-        let result = self.inner.export(batch).await;
-        self.observe(&result, spans);
-        result
+impl BatchSender for Warning<TraceClient> {
+    fn send(&mut self, request: Bytes, spans: usize) -> Result<(), ()> {
+        let result = self.client.send(request).map_err(|f| f.cause);
+        self.observe(result, spans)
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.failed_spans > 0 {
-            tracing::warn!(
-                endpoint = %self.endpoint,
-                dropped_spans = state.failed_spans,
-                failed_batches = state.failed,
-                "spans that could not be exported during this run"
-            );
-        }
-        drop(state);
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource)
+    fn shutdown(&mut self) {
+        self.log_losses();
     }
 }
 
