@@ -8,6 +8,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::status;
+use prost::Message;
 use serde::Serialize;
 
 /// Which OTLP transport delivered a span or a profile, so one test can cover both exporters.
@@ -246,6 +247,38 @@ pub(super) fn count(request: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
+/// The spans in an encoded `ExportTraceServiceRequest`, each left encoded: reading only the
+/// fields on the way to the spans, and slicing the spans out of `body` without copying them, is
+/// a small part of decoding the request whole.
+pub(super) fn count_encoded(body: bytes::Bytes) -> Result<usize, prost::DecodeError> {
+    let request = SpansOnly::decode(body)?;
+    Ok(request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum())
+}
+
+/// `ExportTraceServiceRequest` down to its spans; other fields are skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SpansOnly {
+    #[prost(message, repeated, tag = "1")]
+    resource_spans: Vec<ResourceSpansOnly>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResourceSpansOnly {
+    #[prost(message, repeated, tag = "2")]
+    scope_spans: Vec<ScopeSpansOnly>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScopeSpansOnly {
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    spans: Vec<bytes::Bytes>,
+}
+
 /// Flattens one export request, in the order the spans were sent.
 pub(super) fn flatten(
     request: ExportTraceServiceRequest,
@@ -303,4 +336,43 @@ fn attributes(pairs: Vec<KeyValue>) -> BTreeMap<String, AttrValue> {
         .into_iter()
         .map(|kv| (kv.key, AttrValue::from_any(kv.value)))
         .collect()
+}
+
+#[cfg(test)]
+mod count_tests {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+
+    /// Counting the encoded spans agrees with decoding the request whole, across resources and
+    /// scopes; a body that is not a request is an error, not a count.
+    #[test]
+    fn encoded_spans_count_as_decoded_ones() {
+        let scope = |n: usize| ScopeSpans {
+            spans: vec![
+                Span {
+                    name: "s".into(),
+                    ..Span::default()
+                };
+                n
+            ],
+            ..ScopeSpans::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    scope_spans: vec![scope(3), scope(0), scope(2)],
+                    ..ResourceSpans::default()
+                },
+                ResourceSpans {
+                    scope_spans: vec![scope(4)],
+                    ..ResourceSpans::default()
+                },
+            ],
+        };
+        let body = bytes::Bytes::from(request.encode_to_vec());
+        assert_eq!(count_encoded(body).unwrap(), count(&request));
+        assert_eq!(count(&request), 9);
+        assert!(count_encoded(bytes::Bytes::from_static(b"\x0a\xff\xff")).is_err());
+    }
 }
