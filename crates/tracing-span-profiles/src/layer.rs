@@ -99,6 +99,9 @@ struct SpanLabels {
     otel_name: Option<String>,
     /// Filled at first enter: the labels in force while this span runs (`None`: no labels).
     resolved: Option<Option<Arc<LabelSet>>>,
+    /// Whether this span built its set (rather than running under its parent's): the sink is
+    /// told when it closes.
+    built: bool,
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
@@ -186,7 +189,8 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         let mut extensions = span.extensions_mut();
         let state = extensions.get_mut::<SpanLabels>();
         let own_fields = state.as_ref().is_some_and(|s| !s.fields.is_empty());
-        let resolved = if ids.is_none() && !own_fields {
+        let built = ids.is_some() || own_fields;
+        let resolved = if !built {
             parent
         } else {
             let mut set = parent.as_deref().cloned().unwrap_or_default();
@@ -211,9 +215,13 @@ impl<K: LabelSink> SpanProfileLayer<K> {
             Some(Arc::new(set))
         };
         match state {
-            Some(state) => state.resolved = Some(resolved.clone()),
+            Some(state) => {
+                state.resolved = Some(resolved.clone());
+                state.built = built;
+            }
             None => extensions.insert(SpanLabels {
                 resolved: Some(resolved.clone()),
+                built,
                 ..SpanLabels::default()
             }),
         }
@@ -306,9 +314,20 @@ where
         }
     }
 
-    /// Invalidates the cached labels of the span's id on every thread: the id may be reused.
-    fn on_close(&self, id: span::Id, _ctx: Context<'_, S>) {
+    /// Invalidates the cached labels of the span's id on every thread (the id may be reused),
+    /// and tells the sink that a set this span built will not be switched to again.
+    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
         self.closes.closed(id.into_u64());
+        let Some(span) = ctx.span(&id) else { return };
+        let extensions = span.extensions();
+        if let Some(SpanLabels {
+            resolved: Some(Some(set)),
+            built: true,
+            ..
+        }) = extensions.get::<SpanLabels>()
+        {
+            self.sink.retire(set);
+        }
     }
 }
 

@@ -23,6 +23,7 @@ struct Mirror {
     current: Arc<Mutex<HashMap<ThreadId, Option<LabelSet>>>>,
     switches: Arc<Mutex<usize>>,
     inconsistencies: Arc<Mutex<Vec<String>>>,
+    retired: Arc<Mutex<Vec<LabelSet>>>,
 }
 
 impl Mirror {
@@ -48,6 +49,10 @@ impl LabelSink for Mirror {
         }
         *slot = to.map(|s| (**s).clone());
         *self.switches.lock().unwrap() += 1;
+    }
+
+    fn retire(&self, set: &Arc<LabelSet>) {
+        self.retired.lock().unwrap().push((**set).clone());
     }
 }
 
@@ -106,6 +111,10 @@ fn fields_are_inherited_and_exit_restores_exactly() {
     assert!(mirror.inconsistencies.lock().unwrap().is_empty());
     // Entering a child that inherits the very same set costs no switch: car, bike, car, none.
     assert_eq!(*mirror.switches.lock().unwrap(), 4);
+    // Each set a span built is retired once, when that span closes; inherited sets are not.
+    let retired: Vec<_> = mirror.retired.lock().unwrap().drain(..).collect();
+    let vehicles: Vec<_> = retired.iter().map(|s| s.get("vehicle")).collect();
+    assert_eq!(vehicles, vec![Some("bike"), Some("car")]);
 }
 
 #[test]

@@ -45,6 +45,15 @@ impl LabelSink for ProfilerLabels {
             Sink::ThreadTags(sink) => sink.switch(from, to),
         }
     }
+
+    #[inline]
+    fn retire(&self, set: &Arc<LabelSet>) {
+        #[cfg(feature = "sampler")]
+        if let Sink::Sampler(sink) = &self.0 {
+            sink.retire(set);
+        }
+        let _ = set;
+    }
 }
 
 impl Profiler {

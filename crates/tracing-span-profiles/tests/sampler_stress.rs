@@ -304,6 +304,49 @@ fn spin_b(iters: u64) -> u64 {
     black_box(spin(iters, 7))
 }
 
+/// A span's set retired as its span closes, before the collector has read the samples taken
+/// under it, still labels them: retire frees only sets no sample named. Sets never sampled are
+/// freed at once.
+#[test]
+fn sets_retired_right_after_their_samples_still_label_them() {
+    let _serial = serial();
+    let _watchdog = watchdog("retire", Duration::from_secs(120));
+    let per_burn = 2_000 * iters_per_us();
+    // No reclaim during the test: a stale label could only come from retiring.
+    let (mut backend, sink) = start(1000, Duration::from_secs(600));
+    let before = stats();
+    for i in 0..300u64 {
+        let set = |kind: &str| {
+            Arc::new(LabelSet::from_pairs([
+                ("span_id", format!("{i:016x}")),
+                ("burn", kind.to_string()),
+            ]))
+        };
+        let busy = set("a");
+        black_box(burn_a(&sink, &busy, per_burn));
+        sink.retire(&busy);
+        let idle = set("b");
+        sink.switch(None, Some(&idle));
+        sink.switch(Some(&idle), None);
+        sink.retire(&idle);
+    }
+    let reports = report(&mut backend);
+    backend.shutdown().unwrap();
+    let d = delta(&before, &stats());
+    let stacks = stacks(&reports);
+    let labelled = check_attribution(&stacks).get("a").copied().unwrap_or(0);
+    eprintln!("retire: {labelled} samples labelled, stats delta {d:?}");
+    assert_eq!(
+        d.samples_stale_labels, 0,
+        "a retired set was sampled: {d:?}"
+    );
+    assert!(labelled >= 200, "{labelled} labelled samples: {d:?}");
+    assert!(
+        d.label_sets_retired >= 250,
+        "unsampled sets freed at once: {d:?}"
+    );
+}
+
 #[test]
 fn nested_and_reentered_label_sets() {
     let _serial = serial();
@@ -505,6 +548,8 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                         .insert(n % 512, vec![0; (n % 1024) as usize]);
                     black_box(shared_map.read().unwrap().get(&(n % 97)).map(Vec::len));
                     sink.switch(Some(&set), None);
+                    // Its span closed: freed now unless a sample named it, racing the handler.
+                    sink.retire(&set);
                     if n % 256 == 0 {
                         // Short-lived threads: TLS slot registration and removal under signals.
                         std::thread::spawn(move || {
@@ -989,6 +1034,7 @@ fn delta(before: &SamplerStats, after: &SamplerStats) -> SamplerStats {
         label_sets_live: after.label_sets_live,
         label_sets_interned: after.label_sets_interned - before.label_sets_interned,
         label_sets_reclaimed: after.label_sets_reclaimed - before.label_sets_reclaimed,
+        label_sets_retired: after.label_sets_retired - before.label_sets_retired,
         label_switches_overflowed: after.label_switches_overflowed
             - before.label_switches_overflowed,
     }

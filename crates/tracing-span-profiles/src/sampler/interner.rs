@@ -66,7 +66,7 @@ pub(crate) enum Resolved {
 }
 
 pub(crate) struct TableEntry {
-    set: Arc<LabelSet>,
+    pub(super) set: Arc<LabelSet>,
     /// In the content map (a set without a span id).
     by_content: bool,
     /// Made by the collector when a sample first names the set: most sets (one per request) are
@@ -116,6 +116,7 @@ pub(crate) struct TableCounts {
     pub live: u64,
     pub interned: u64,
     pub reclaimed: u64,
+    pub retired: u64,
     pub overflowed_switches: u64,
 }
 
@@ -126,9 +127,13 @@ pub(crate) struct LabelTable {
     gens: [AtomicU32; TABLE_LEN],
     /// Epoch in which each id was last switched to or sampled.
     used: [AtomicU32; TABLE_LEN],
+    /// The generation of each id that a sample last named, stored by the signal handler: a set
+    /// whose generation is here cannot be retired early, as the collector has yet to read it.
+    sampled: [AtomicU32; TABLE_LEN],
     epoch: AtomicU32,
     interned: AtomicU64,
     reclaimed: AtomicU64,
+    retired: AtomicU64,
     overflowed: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -141,9 +146,11 @@ impl LabelTable {
         LabelTable {
             gens: [const { AtomicU32::new(1) }; TABLE_LEN],
             used: [const { AtomicU32::new(0) }; TABLE_LEN],
+            sampled: [const { AtomicU32::new(0) }; TABLE_LEN],
             epoch: AtomicU32::new(1),
             interned: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
@@ -259,6 +266,46 @@ impl LabelTable {
         Some(id)
     }
 
+    /// Notes that a sample names `word`, so the set cannot be [retired](Self::retire) before the
+    /// collector has read it. Async-signal-safe: one relaxed store.
+    #[inline(always)]
+    pub(crate) fn note_sampled(&self, word: u64) {
+        let (id, generation) = unpack(word);
+        if let Some(sampled) = self.sampled.get(id as usize) {
+            sampled.store(generation, Ordering::Relaxed);
+        }
+    }
+
+    /// The layer will not switch to `set` again (its span closed). Unless a sample names it, or
+    /// it is shared by content, its id is freed now and the table's reference returned, to be
+    /// dropped by the caller after the lock: most sets (one per request) are never sampled, and
+    /// freeing them here, where they were made and while they are in cache, costs a fraction of
+    /// what the collector pays for them at reclaim.
+    ///
+    /// Sound because no sample can name the set from here on: the span closed after every
+    /// thread exited it (each thread's slot left the set then), and a sample taken before that,
+    /// on whatever thread, stored its generation in `sampled` before that thread went on.
+    pub(crate) fn retire(&self, set: &Arc<LabelSet>) -> Option<TableEntry> {
+        let (id, generation) = unpack(set.sink_slot().load(Ordering::Acquire));
+        let index = id as usize;
+        if id < FIRST_ID
+            || index >= TABLE_LEN
+            || self.sampled[index].load(Ordering::Relaxed) == generation
+            || set.get(SPAN_ID_LABEL).is_none()
+        {
+            return None;
+        }
+        let mut inner = self.lock();
+        if self.gens[index].load(Ordering::Relaxed) != generation {
+            return None; // reclaimed already
+        }
+        let entry = inner.entries.get_mut(index)?.take()?;
+        self.gens[index].store(next_generation(generation), Ordering::Relaxed);
+        inner.free.push(id);
+        self.retired.fetch_add(1, Ordering::Relaxed);
+        Some(entry)
+    }
+
     /// Marks the id of a sampled word as used and says what the word stands for. Called by the
     /// collector, off the signal path.
     pub(crate) fn resolve(&self, word: u64) -> Resolved {
@@ -343,6 +390,7 @@ impl LabelTable {
             live: u64::from(inner.next_id - FIRST_ID) - inner.free.len() as u64,
             interned: self.interned.load(Ordering::Relaxed),
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
+            retired: self.retired.load(Ordering::Relaxed),
             overflowed_switches: self.overflowed.load(Ordering::Relaxed),
         }
     }

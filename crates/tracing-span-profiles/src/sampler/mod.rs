@@ -16,14 +16,17 @@
 //!   into a preallocated lock-free ring of fixed-size records, each weighted by the sampling
 //!   periods it stands for (`signal`, `timers`, `unwind`, `ring`);
 //! - a collector thread empties the ring every 40 ms into weighted counts per (label set,
-//!   stack), finds new and finished threads for the timers every 200 ms, and
-//!   `report()` symbolizes them into the crate's `Report`s, one per label set, whose tags the
-//!   crate's session encoder turns into pprof sample labels (`collect`, `backend`).
+//!   stack), finds new and finished threads for the timers every 200 ms, and `report()`
+//!   symbolizes them into a pprof profile whose samples carry their set's labels (`collect`,
+//!   `pprof`, `backend`).
 //! - unwind and symbol tables come from every loaded module, the vDSO included, read from the
 //!   objects actually mapped, and are rebuilt when libraries are loaded or unloaded; a frame no
 //!   symbol covers is named `module+0xoffset` (`modules`, `symbols`, `unwind`).
 //!
-//! Label ids are bounded ([`MAX_LABEL_SETS`] live sets) and reclaimed: an id that no thread
+//! Label ids are bounded ([`MAX_LABEL_SETS`] live sets) and freed two ways. When the span that
+//! built a set closes ([`LabelSink::retire`]) and no sample named the set, its id is freed at
+//! once, on that thread: most sets (one per request) are never sampled. The rest are reclaimed:
+//! an id that no thread
 //! switched to, was sampled under or still runs under for a whole reclaim interval is freed and
 //! its generation bumped, so a stale id is recognised as such (its samples lose their labels and
 //! are counted in [`SamplerStats::samples_stale_labels`]) and is never read as another set. When
@@ -166,6 +169,14 @@ impl LabelSink for SampleLabels {
         };
         thread::set_current(word);
     }
+
+    /// Frees the set's id now unless a sample named it (the signal handler notes each id it
+    /// samples) or it is shared by content (no `span_id`), and drops the table's reference
+    /// here, on the thread that closed the span.
+    #[inline]
+    fn retire(&self, set: &Arc<LabelSet>) {
+        drop(interner::TABLE.retire(set));
+    }
 }
 
 /// Counters since the process started (take differences around a benchmark). Every sample the
@@ -219,6 +230,8 @@ pub struct SamplerStats {
     pub label_sets_interned: u64,
     /// Label set ids ever reclaimed.
     pub label_sets_reclaimed: u64,
+    /// Label set ids freed when their span closed, never sampled (see [`LabelSink::retire`]).
+    pub label_sets_retired: u64,
     /// Switches to a set that found the table full.
     pub label_switches_overflowed: u64,
 }
@@ -244,6 +257,7 @@ pub fn stats() -> SamplerStats {
         label_sets_live: table.live,
         label_sets_interned: table.interned,
         label_sets_reclaimed: table.reclaimed,
+        label_sets_retired: table.retired,
         label_switches_overflowed: table.overflowed_switches,
     }
 }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::interner::{OVERFLOW_ID, unpack};
+use super::interner::{self, OVERFLOW_ID, unpack};
 use super::ring::Ring;
 use super::stats;
 use super::sys::{self, Regs};
@@ -273,6 +273,7 @@ pub(crate) fn sample_at(shared: &Shared, weight: u32, regs: Option<Regs>) -> usi
     if unpack(label).0 == OVERFLOW_ID {
         stats::bump(&stats::OVERFLOW_LABELS);
     }
+    interner::TABLE.note_sampled(label);
     let Some(mut claim) = shared.ring.claim() else {
         stats::bump(&stats::DROPPED_RING_FULL);
         return 0;

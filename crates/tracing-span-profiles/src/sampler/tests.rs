@@ -99,6 +99,44 @@ fn reclaim_frees_unused_ids_and_stale_words_never_name_another_set() {
     assert_eq!(table.counts().reclaimed, 1);
 }
 
+/// A closed span's set is freed at once unless a sample names it or it is shared by content;
+/// the table's reference goes back to the caller, and the id to the next new set.
+#[test]
+fn retire_frees_unsampled_span_sets_now_and_keeps_sampled_and_shared_ones() {
+    let table = table();
+    let (a, b) = (set(1), set(2));
+    let (wa, wb) = (table.word_for(&a), table.word_for(&b));
+    table.note_sampled(wb);
+    let retired = table.retire(&a).expect("never sampled: freed now");
+    assert!(
+        Arc::ptr_eq(&retired_set(retired), &a),
+        "the table's reference"
+    );
+    assert_eq!(Arc::strong_count(&a), 1, "only the caller's own left");
+    assert!(matches!(table.resolve(wa), Resolved::Stale));
+    assert!(table.retire(&a).is_none(), "once");
+    assert!(
+        table.retire(&b).is_none(),
+        "a sample names it: the collector frees it"
+    );
+    assert!(matches!(table.resolve(wb), Resolved::Set(_)));
+    let car = Arc::new(LabelSet::from_pairs([("vehicle", "car")]));
+    let wc = table.word_for(&car);
+    assert_eq!(
+        unpack(wc).0,
+        unpack(wa).0,
+        "the retired id goes to the next new set"
+    );
+    assert!(table.retire(&car).is_none(), "shared by content");
+    assert!(matches!(table.resolve(wc), Resolved::Set(_)));
+    assert_eq!(table.counts().live, 2);
+    assert_eq!(table.counts().retired, 1);
+}
+
+fn retired_set(entry: super::interner::TableEntry) -> Arc<LabelSet> {
+    entry.set
+}
+
 #[test]
 fn freed_sets_are_dropped_by_release_with_the_table_usable_meanwhile() {
     let table = table();
