@@ -38,6 +38,7 @@ mod gzip;
 mod headers;
 mod http;
 mod otlp;
+mod otlp_counting;
 mod otlp_profile;
 mod otlp_profiles;
 mod pprof;

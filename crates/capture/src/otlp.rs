@@ -23,6 +23,7 @@ use tonic::transport::server::TcpIncoming;
 
 use super::behaviour::{Behaviour, Refusal};
 use super::http::{MAX_BODY_BYTES, is_success, respond};
+use super::otlp_counting::CountingTraces;
 use super::receiver::{self, ReceiverState};
 use super::{
     Capture, Endpoint, ReceiverHandle, RequestHeaders, TraceRequest, Transport, gzip,
@@ -33,14 +34,21 @@ const PROTOBUF: &str = "application/x-protobuf";
 
 pub(super) fn serve_grpc(capture: Capture, addr: SocketAddr) -> io::Result<ReceiverHandle> {
     receiver::spawn(capture, addr, |listener, state, shutdown| async move {
-        let traces = TraceServiceServer::new(GrpcTraces {
-            state: state.clone(),
-        })
-        .max_decoding_message_size(MAX_BODY_BYTES);
+        let mut server = Server::builder();
+        let router = if state.capture.counts_spans_only() {
+            server.add_service(CountingTraces {
+                state: state.clone(),
+            })
+        } else {
+            let traces = TraceServiceServer::new(GrpcTraces {
+                state: state.clone(),
+            })
+            .max_decoding_message_size(MAX_BODY_BYTES);
+            server.add_service(traces)
+        };
         let profiles = otlp_profiles::grpc_service(state);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        if let Err(error) = Server::builder()
-            .add_service(traces)
+        if let Err(error) = router
             .add_service(profiles)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
