@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use telemetry_capture::Capture;
 
-#[tokio::main]
+/// One thread: a benchmark pins the receivers to one core (beside the load generator), where a
+/// multi-threaded runtime's workers would only wake and park each other.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let grpc = args.next().unwrap_or_else(|| "127.0.0.1:4317".into());

@@ -178,6 +178,15 @@ async fn keeps_serving_when_backends_refuse_connections() {
     orders(&service, 30).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     orders(&service, 5).await;
+    let output = sigterm_and_exit_zero(service).await;
+    let warning = output
+        .lines()
+        .find(|l| l.contains("OTLP trace export failed"))
+        .unwrap_or_else(|| panic!("a trace warning: {output}"));
+    assert!(
+        warning.to_lowercase().contains("refused"),
+        "the trace warning names the cause: {warning}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,8 +379,10 @@ async fn wrong_credentials_are_warned_about_without_printing_them() {
         "the profile warning names the cause: {output}"
     );
     assert!(
-        output.contains("OTLP trace export failed"),
-        "the trace warning: {output}"
+        output
+            .lines()
+            .any(|l| l.contains("OTLP trace export failed") && l.contains("HTTP 401")),
+        "the trace warning names the cause: {output}"
     );
     assert_no_secret(&output);
 }

@@ -162,7 +162,7 @@ async fn send_http(
         .send()
         .await
         .map_err(|e| Failure {
-            cause: e.without_url().to_string(),
+            cause: describe(e, timeout),
             retry: Retry::Backoff,
         })?;
     let status = response.status();
@@ -185,6 +185,30 @@ async fn send_http(
         cause: format!("HTTP {status}"),
         retry,
     })
+}
+
+/// What went wrong sending, with its causes (reqwest's own message is only "error sending
+/// request"); never the URL, which may carry credentials.
+fn describe(error: reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!("no answer within {timeout:?}");
+    }
+    let error = error.without_url();
+    with_causes(error.to_string(), &error)
+}
+
+/// `text`, then each cause below `error`, as "text: cause: cause".
+fn with_causes(mut text: String, error: &dyn std::error::Error) -> String {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Reads and drops up to [`MAX_ERROR_BODY`] of an answer, so its connection can serve the next
@@ -218,7 +242,7 @@ async fn send_grpc(
     request.set_timeout(timeout);
     *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers.clone());
     client.ready().await.map_err(|e| Failure {
-        cause: format!("gRPC channel: {e}"),
+        cause: with_causes(format!("gRPC channel: {e}"), &e),
         retry: Retry::Backoff,
     })?;
     let path = PathAndQuery::from_static(GRPC_PATH);
@@ -241,8 +265,9 @@ fn grpc_failure(status: &tonic::Status) -> Failure {
         | Code::DataLoss => Retry::Backoff,
         _ => Retry::No,
     };
+    let text = format!("gRPC {:?}: {}", status.code(), status.message());
     Failure {
-        cause: format!("gRPC {:?}: {}", status.code(), status.message()),
+        cause: with_causes(text, status),
         retry,
     }
 }
