@@ -192,6 +192,15 @@ async fn traces_and_profiles_link_span_by_span() {
             Otlp::Http => Transport::Http,
         };
         assert!(spans.iter().all(|s| s.transport == transport));
+        // The exporter names itself, as the OTLP exporter spec asks.
+        for request in region.traces.trace_requests() {
+            let agent = request.headers.user_agent.unwrap_or_default();
+            assert!(
+                agent.starts_with("OTel-OTLP-Exporter-Rust-rideshare/"),
+                "{}: User-Agent {agent:?}",
+                region.name
+            );
+        }
 
         for root in local_roots(&spans) {
             all_server_roots += 1;

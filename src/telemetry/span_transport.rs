@@ -19,6 +19,11 @@ use url::Url;
 use crate::config::OtlpProtocol;
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The exporter, its language and version, as the OTLP exporter spec asks of a `User-Agent`.
+const USER_AGENT: &str = concat!(
+    "OTel-OTLP-Exporter-Rust-rideshare/",
+    env!("CARGO_PKG_VERSION")
+);
 /// The spec's recommended retry policy, as opentelemetry-otlp has it: 3 retries, from 100 ms
 /// doubling to 1.6 s, plus up to 100 ms of jitter.
 const RETRIES: u32 = 3;
@@ -75,6 +80,7 @@ impl TraceClient {
         let transport = match protocol {
             OtlpProtocol::HttpProtobuf => Transport::Http {
                 client: reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
                     .build()
                     .map_err(|e| format!("cannot build the OTLP HTTP client: {e}"))?,
                 url: endpoint.clone(),
@@ -83,6 +89,8 @@ impl TraceClient {
                 let _runtime = runtime.enter();
                 let channel = Channel::from_shared(endpoint.to_string())
                     .map_err(|e| format!("bad OTLP gRPC endpoint: {e}"))?
+                    .user_agent(USER_AGENT)
+                    .map_err(|e| format!("bad OTLP gRPC user agent: {e}"))?
                     .connect_lazy();
                 Transport::Grpc(tonic::client::Grpc::new(channel))
             }
