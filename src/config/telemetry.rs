@@ -53,7 +53,7 @@ pub struct TelemetryArgs {
     #[arg(long, env = "PYROSCOPE_TENANT_ID", value_name = "PYROSCOPE_TENANT_ID", value_parser = parse_non_empty)]
     pub pyroscope_tenant_id: Option<String>,
     /// Where profiles go: pyroscope (the push API), otlp (OTLP profiles, configured by the
-    /// OTEL_EXPORTER_OTLP_[PROFILES_]* variables), both comma-separated, or none.
+    /// `OTEL_EXPORTER_OTLP_[PROFILES_]*` variables), both comma-separated, or none.
     #[arg(long, env = "OTEL_PROFILES_EXPORTER", value_name = "OTEL_PROFILES_EXPORTER", default_value = "pyroscope", value_parser = parse_profiles_exporters)]
     pub profiles_exporter: ProfilesExporters,
     /// Whether samples pushed to Pyroscope carry `trace_id` (Pyroscope before 2.1 turns it into a
