@@ -53,7 +53,8 @@ enum Retry {
 /// An OTLP traces client for one endpoint, owning the runtime its I/O runs on: it lives on the
 /// export thread, and its sends block that thread only.
 pub struct TraceClient {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` but in `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
     transport: Transport,
     headers: HeaderMap,
     timeout: Duration,
@@ -96,7 +97,7 @@ impl TraceClient {
             }
         };
         Ok(TraceClient {
-            runtime,
+            runtime: Some(runtime),
             transport,
             headers,
             timeout,
@@ -144,12 +145,26 @@ impl TraceClient {
                 Transport::Grpc(client) => send_grpc(client, headers, request, timeout).await,
             }
         };
+        let runtime = runtime
+            .as_ref()
+            .expect("the runtime lives as long as the client");
         match runtime.block_on(async { tokio::time::timeout(timeout, attempt).await }) {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure {
                 cause: format!("no answer within {timeout:?}"),
                 retry: Retry::Backoff,
             }),
+        }
+    }
+}
+
+impl Drop for TraceClient {
+    /// Without blocking, so the client may also be dropped on an async thread (the one that
+    /// built it, if the export thread could not start): a runtime dropped the usual way there
+    /// panics.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -351,6 +366,17 @@ mod tests {
             "{after:?}"
         );
         assert_eq!(retry_after("soon"), None);
+    }
+
+    /// Built and dropped on an async thread (as when the export thread cannot start), the client
+    /// neither blocks nor panics.
+    #[tokio::test]
+    async fn a_client_dropped_on_an_async_thread_does_not_panic() {
+        let url = Url::parse("http://127.0.0.1:9/v1/traces").unwrap();
+        for protocol in [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc] {
+            let client = TraceClient::new(protocol, &url, HeaderMap::new(), Duration::from_secs(1));
+            drop(client.unwrap());
+        }
     }
 
     #[test]
