@@ -2,7 +2,9 @@
 //! span whose context goes out as `traceparent`, and reports latency per vehicle.
 //!
 //! [`run`] takes a [`Plan`], not the command line: the `loadgen` binary derives one from its
-//! flags ([`LoadgenArgs::plan`](crate::config::LoadgenArgs::plan)), the demo builds one for the regions it started.
+//! flags ([`LoadgenArgs::plan`]), the demo builds one for the regions it started.
+//!
+//! [`LoadgenArgs::plan`]: crate::config::LoadgenArgs::plan
 
 mod args;
 mod order;

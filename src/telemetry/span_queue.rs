@@ -1,7 +1,9 @@
 //! The queue between the threads that end spans and the OTLP exporter.
 //!
 //! A span is encoded where it ends (see `span_encode`) and queued as bytes; the export thread
-//! frames a batch of them into one request and hands it to a [`BatchSender`]. Bounded, like the SDK's batch processor, but when it is full the *oldest* span is dropped (and
+//! frames a batch of them into one request and hands it to a [`BatchSender`].
+//!
+//! Bounded, like the SDK's batch processor, but when it is full the *oldest* span is dropped (and
 //! counted), not the one just ended: after an outage the newest spans, the ones a user is looking
 //! at, are what gets delivered. Reads the spec's `OTEL_BSP_MAX_QUEUE_SIZE`,
 //! `OTEL_BSP_SCHEDULE_DELAY` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`; a full batch goes out at once,
