@@ -41,7 +41,7 @@ pub fn encode_span(mut span: SpanData) -> (InstrumentationScope, Vec<u8>) {
 }
 
 /// The instrumentation scopes seen so far, each encoded once.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Scopes {
     seen: Vec<(InstrumentationScope, EncodedScope)>,
 }
@@ -98,14 +98,13 @@ impl EncodedResource {
     }
 }
 
-/// Encodes an `ExportTraceServiceRequest` of `spans` into `out` (cleared first): one
-/// `ResourceSpans`, one `ScopeSpans` per scope, spans in their order within each scope.
+/// Encodes an `ExportTraceServiceRequest` of `spans`: one `ResourceSpans`, one `ScopeSpans` per
+/// scope, spans in their order within each scope.
 pub fn encode_request(
     resource: &EncodedResource,
     scopes: &[EncodedScope],
     spans: Vec<EncodedSpan>,
-    out: &mut Vec<u8>,
-) {
+) -> Vec<u8> {
     // The frames, and beside them which scope each is.
     let mut by_scope: Vec<ScopeSpansFrame> = Vec::new();
     let mut indexes: Vec<u16> = Vec::new();
@@ -134,11 +133,7 @@ pub fn encode_request(
             schema_url: resource.schema_url.clone(),
         }],
     };
-    out.clear();
-    out.reserve(request.encoded_len());
-    request
-        .encode(out)
-        .expect("a Vec grows to any length it is asked to");
+    request.encode_to_vec()
 }
 
 /// `ExportTraceServiceRequest`, field for field, with its resource spans framed.
@@ -253,13 +248,7 @@ mod tests {
                 }
             })
             .collect();
-        let mut out = Vec::new();
-        encode_request(
-            &EncodedResource::new(&resource),
-            &scopes.encoded(),
-            encoded,
-            &mut out,
-        );
+        let out = encode_request(&EncodedResource::new(&resource), &scopes.encoded(), encoded);
         let ours = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
         let sdk = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, &(&resource).into()),

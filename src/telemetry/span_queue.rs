@@ -25,7 +25,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
-use super::span_encode::{EncodedResource, EncodedSpan, Scopes, encode_request, encode_span};
+use super::span_encode::{
+    EncodedResource, EncodedScope, EncodedSpan, Scopes, encode_request, encode_span,
+};
 
 /// Where the queue's batches go: the OTLP client, in the service.
 pub trait BatchSender: Send + 'static {
@@ -151,8 +153,7 @@ impl Shared {
             if !batch.is_empty() {
                 let n = batch.len();
                 let resource = self.resource.lock().unwrap_or_else(|e| e.into_inner());
-                let mut request = Vec::new();
-                encode_request(&resource, &scopes.encoded(), batch, &mut request);
+                let request = encode_request(&resource, &scopes, batch);
                 drop(resource);
                 // The sender reports its own failures (see traces::Warning); here they count.
                 let outcome = match sender.send(Bytes::from(request), n) {
@@ -180,7 +181,7 @@ impl Shared {
     /// flush or shutdown arrives, never waking for nothing, so a zero delay cannot spin; from the
     /// first queued span it waits at most the delay (zero: not at all) for a full batch. Returns
     /// the batch, the scopes it names, the flushes it answers and whether shutdown was asked.
-    fn next_batch(&self) -> (Vec<EncodedSpan>, Scopes, u64, bool) {
+    fn next_batch(&self) -> (Vec<EncodedSpan>, Vec<EncodedScope>, u64, bool) {
         let asked = |s: &State| s.flush_requested != s.flush_done || s.shutdown;
         let mut state = self.state();
         while state.queue.is_empty() && !asked(&state) {
@@ -200,7 +201,7 @@ impl Shared {
         }
         let n = state.queue.len().min(self.config.max_export_batch_size);
         let batch: Vec<EncodedSpan> = state.queue.drain(..n).collect();
-        let scopes = state.scopes.clone();
+        let scopes = state.scopes.encoded();
         (batch, scopes, state.flush_requested, state.shutdown)
     }
 
