@@ -9,6 +9,8 @@
 #   spans created (the service's span queue totals, logged at shutdown) and spans exported (what
 #     the stand-in OTLP receiver got);
 #   CPU per request: process CPU seconds (/proc/<pid>/stat) over the measured run / requests.
+# Then a second table: each setup's latency at p50, p75, p90, p95, p99 and p99.9 (mean over the
+# rounds, from scripts/latency_percentiles.lua), to see where a setup departs from bare.
 #
 #   scripts/bench.sh                                 # 3 rounds of 5 s; needs wrk and taskset
 #   RUNS=5 DURATION=20s CONNECTIONS=64 scripts/bench.sh
@@ -75,7 +77,8 @@ run_setup() {
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s "http://$APP/bike" >/dev/null # warm-up
   local cpu0 cpu1
   cpu0=$(cpu_seconds "$service")
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "http://$APP/bike" >"$out/wrk.txt"
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/latency_percentiles.lua \
+    "http://$APP/bike" >"$out/wrk.txt"
   cpu1=$(cpu_seconds "$service")
   kill -TERM "$service"; wait "$service" || true
   kill -TERM "$receivers"; wait "$receivers" || true
@@ -88,6 +91,7 @@ run_setup() {
   labelled=$(sed -nE 's/.*"span_labelled_samples":([0-9]+).*/\1/p' <<<"$last")
   exported=$(sed -nE 's/.*"spans":([0-9]+).*/\1/p' <<<"$last")
   created=$(sed -nE 's/.*span queue totals.*spans_created=([0-9]+).*/\1/p' "$out/service.log" | tail -n 1)
+  echo "$setup $(sed -n 's/^percentiles_us //p' "$out/wrk.txt")" >>"$out/percentiles"
   case $kind in bare|traces) samples=""; labelled="" ;; esac
   [ "$kind" = bare ] && { created=""; exported=""; }
   echo "$setup $rps $p99 $cpu1 $requests $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') ${samples:--} ${labelled:--} ${created:--} ${exported:--}"
@@ -127,3 +131,17 @@ awk -v rate="$RATE" -v setups="$SETUPS" '
       printf "%-20s %8.0f %7s %8.2f %7s %9s %9s %10s %10s %11.1f\n", s, r, xr, p, xp, share, lshare, mk, ex, 1e6 * rcpu[s] / req[s]
     }
   }' "$out/results"
+
+echo
+awk -v setups="$SETUPS" '
+  { n[$1]++; for (i = 2; i <= 7; i++) v[$1, i] += $i }
+  END {
+    printf "%-20s %8s %8s %8s %8s %8s %8s  (latency, us)\n", "setup", "p50", "p75", "p90", "p95", "p99", "p99.9"
+    k = split(setups, names, " ")
+    for (j = 1; j <= k; j++) {
+      s = names[j]; if (!n[s]) continue
+      printf "%-20s", s
+      for (i = 2; i <= 7; i++) printf " %8.0f", v[s, i] / n[s]
+      printf "\n"
+    }
+  }' "$out/percentiles"
