@@ -1,10 +1,8 @@
 //! Wiring the three outputs of `tracing`: logs, OTLP traces, and span labels on CPU profiles.
 
 mod logs;
-mod parts_body;
 mod profiles;
 mod rate_limit;
-mod span_buffer;
 mod span_encode;
 mod span_queue;
 mod span_transport;

@@ -6,13 +6,13 @@
 //! request runs (the kernel does not preempt a thread within a tick), paid again at every batch,
 //! and the export thread also frees the dozen allocations of each span that the worker made.
 //! Encoded where it ends, a span costs its thread the same work spread evenly over the requests,
-//! and its allocations die where they were made.
+//! its allocations die where they were made, and a batch is one copy of bytes into a request.
 //!
-//! A span is encoded already framed as a field of `ScopeSpans` (its key, its length, the `Span`
-//! message), so the queue can keep a scope's spans back to back (see `span_buffer`) and a request
-//! is a few bytes of framing around slices of those buffers: nothing is copied to build it.
+//! A request is built by framing the encoded parts: the protobuf wire form of a `bytes` field is
+//! that of an embedded message, so the frame types below, with `bytes` fields, encode to exactly
+//! an `ExportTraceServiceRequest` (the tests decode one and compare it with the SDK's grouping).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope as ProtoScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
@@ -21,61 +21,23 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-
-use super::span_buffer::ScopeBatch;
 
 /// Most distinct instrumentation scopes a process's spans are grouped under; spans of any
 /// further scope are reported under the last one (a process has a handful: one per tracer).
 const MAX_SCOPES: usize = 64;
-/// Field numbers: `ExportTraceServiceRequest.resource_spans`, `ResourceSpans.resource`,
-/// `.scope_spans`, `.schema_url`, and `ScopeSpans.scope`, `.spans`, `.schema_url`.
-const REQUEST_RESOURCE_SPANS: u32 = 1;
-const RESOURCE: u32 = 1;
-const SCOPE_SPANS: u32 = 2;
-const RESOURCE_SCHEMA_URL: u32 = 3;
-const SCOPE: u32 = 1;
-const SPANS: u32 = 2;
-const SCOPE_SCHEMA_URL: u32 = 3;
 
-/// Converts `span` and writes it to `out` (cleared first) framed as a `ScopeSpans.spans` field;
-/// returns its scope apart, for [`Scopes::index_of`], so the caller can look it up under
-/// whatever lock guards its scopes, after the encoding.
-pub fn encode_span(mut span: SpanData, out: &mut Vec<u8>) -> InstrumentationScope {
+/// One span, encoded as an OTLP `Span` message, and the scope it belongs to.
+#[derive(Debug)]
+pub struct EncodedSpan {
+    pub(crate) scope: u16,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Converts and encodes `span`; returns its scope apart, for [`Scopes::index_of`], so the
+/// caller can look it up under whatever lock guards its scopes, after the encoding.
+pub fn encode_span(mut span: SpanData) -> (InstrumentationScope, Vec<u8>) {
     let scope = std::mem::take(&mut span.instrumentation_scope);
-    out.clear();
-    frame_span(&ProtoSpan::from(span), out);
-    scope
-}
-
-/// Writes `span` as a `ScopeSpans.spans` field: key, length, message.
-pub fn frame_span(span: &ProtoSpan, out: &mut Vec<u8>) {
-    encode_key(SPANS, WireType::LengthDelimited, out);
-    encode_varint(span.encoded_len() as u64, out);
-    span.encode_raw(out);
-}
-
-/// The length of the framed span that `buffer` starts with (as [`frame_span`] wrote it).
-pub fn record_len(buffer: &[u8]) -> usize {
-    let mut rest = &buffer[key_len(SPANS)..];
-    let before = rest.len();
-    let len = prost::encoding::decode_varint(&mut rest).expect("a framed span's length") as usize;
-    key_len(SPANS) + (before - rest.len()) + len
-}
-
-/// An encoded `ExportTraceServiceRequest` in pieces: its framing, and the queued spans' bytes as
-/// they were queued. Sent as it is, a piece after another.
-#[derive(Debug, Clone, Default)]
-pub struct EncodedRequest {
-    pub parts: Vec<Bytes>,
-}
-
-#[cfg(test)]
-impl EncodedRequest {
-    /// The request in one piece.
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.parts.concat()
-    }
+    (scope, ProtoSpan::from(span).encode_to_vec())
 }
 
 /// The instrumentation scopes seen so far, each encoded once.
@@ -136,79 +98,76 @@ impl EncodedResource {
     }
 }
 
-/// Frames an `ExportTraceServiceRequest` of `batch`: one `ResourceSpans`, one `ScopeSpans` per
-/// scope (spans of an unknown scope index are left out), spans in their order within each.
+/// Encodes an `ExportTraceServiceRequest` of `spans`: one `ResourceSpans`, one `ScopeSpans` per
+/// scope, spans in their order within each scope.
 pub fn encode_request(
     resource: &EncodedResource,
     scopes: &[EncodedScope],
-    batch: Vec<ScopeBatch>,
-) -> EncodedRequest {
-    let batch: Vec<(&EncodedScope, Bytes)> = batch
-        .into_iter()
-        .filter_map(|b| Some((scopes.get(usize::from(b.scope))?, b.spans)))
-        .collect();
-    let scope_spans_len = |scope: &EncodedScope, spans: &Bytes| {
-        field_len(SCOPE, scope.bytes.len())
-            + spans.len()
-            + string_len(SCOPE_SCHEMA_URL, &scope.schema_url)
+    spans: Vec<EncodedSpan>,
+) -> Vec<u8> {
+    // The frames, and beside them which scope each is.
+    let mut by_scope: Vec<ScopeSpansFrame> = Vec::new();
+    let mut indexes: Vec<u16> = Vec::new();
+    for span in spans {
+        let Some(scope) = scopes.get(usize::from(span.scope)) else {
+            continue;
+        };
+        let i = match indexes.iter().position(|&i| i == span.scope) {
+            Some(i) => i,
+            None => {
+                indexes.push(span.scope);
+                by_scope.push(ScopeSpansFrame {
+                    scope: scope.bytes.clone(),
+                    spans: Vec::new(),
+                    schema_url: scope.schema_url.clone(),
+                });
+                by_scope.len() - 1
+            }
+        };
+        by_scope[i].spans.push(span.bytes);
+    }
+    let request = RequestFrame {
+        resource_spans: vec![ResourceSpansFrame {
+            resource: resource.bytes.clone(),
+            scope_spans: by_scope,
+            schema_url: resource.schema_url.clone(),
+        }],
     };
-    let resource_spans_len = field_len(RESOURCE, resource.bytes.len())
-        + batch
-            .iter()
-            .map(|(scope, spans)| field_len(SCOPE_SPANS, scope_spans_len(scope, spans)))
-            .sum::<usize>()
-        + string_len(RESOURCE_SCHEMA_URL, &resource.schema_url);
-
-    let mut framing = BytesMut::new();
-    let mut parts = Vec::with_capacity(2 * batch.len() + 2);
-    put_len(&mut framing, REQUEST_RESOURCE_SPANS, resource_spans_len);
-    put_len(&mut framing, RESOURCE, resource.bytes.len());
-    framing.put_slice(&resource.bytes);
-    for (scope, spans) in batch {
-        put_len(&mut framing, SCOPE_SPANS, scope_spans_len(scope, &spans));
-        put_len(&mut framing, SCOPE, scope.bytes.len());
-        framing.put_slice(&scope.bytes);
-        parts.push(framing.split().freeze());
-        parts.push(spans);
-        put_string(&mut framing, SCOPE_SCHEMA_URL, &scope.schema_url);
-    }
-    put_string(&mut framing, RESOURCE_SCHEMA_URL, &resource.schema_url);
-    parts.push(framing.freeze());
-    parts.retain(|p| !p.is_empty());
-    EncodedRequest { parts }
+    request.encode_to_vec()
 }
 
-/// The encoded length of a length-delimited field of `len` bytes.
-fn field_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
+/// `ExportTraceServiceRequest`, field for field, with its resource spans framed.
+#[derive(Clone, PartialEq, Message)]
+struct RequestFrame {
+    #[prost(message, repeated, tag = "1")]
+    resource_spans: Vec<ResourceSpansFrame>,
 }
 
-/// The encoded length of a string field (none when empty, as proto3 leaves defaults out).
-fn string_len(tag: u32, value: &str) -> usize {
-    if value.is_empty() {
-        0
-    } else {
-        field_len(tag, value.len())
-    }
+/// `ResourceSpans`, with the resource already encoded.
+#[derive(Clone, PartialEq, Message)]
+struct ResourceSpansFrame {
+    #[prost(bytes = "bytes", tag = "1")]
+    resource: Bytes,
+    #[prost(message, repeated, tag = "2")]
+    scope_spans: Vec<ScopeSpansFrame>,
+    #[prost(string, tag = "3")]
+    schema_url: String,
 }
 
-/// A length-delimited field's key and length; its `len` bytes follow.
-fn put_len(out: &mut BytesMut, tag: u32, len: usize) {
-    encode_key(tag, WireType::LengthDelimited, out);
-    encode_varint(len as u64, out);
-}
-
-fn put_string(out: &mut BytesMut, tag: u32, value: &str) {
-    if !value.is_empty() {
-        put_len(out, tag, value.len());
-        out.put_slice(value.as_bytes());
-    }
+/// `ScopeSpans`, with the scope and each span already encoded.
+#[derive(Clone, PartialEq, Message)]
+struct ScopeSpansFrame {
+    #[prost(bytes = "bytes", tag = "1")]
+    scope: Bytes,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    spans: Vec<Vec<u8>>,
+    #[prost(string, tag = "3")]
+    schema_url: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::span_buffer::SpanBuffer;
     use opentelemetry::KeyValue;
     use opentelemetry::trace::{
         SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -278,15 +237,18 @@ mod tests {
             .collect();
 
         let mut scopes = Scopes::default();
-        let mut queued = SpanBuffer::default();
-        let mut record = Vec::new();
-        for span in spans.iter().cloned() {
-            let scope = encode_span(span, &mut record);
-            queued.push(scopes.index_of(&scope), &record);
-        }
-        let batch = queued.take(spans.len());
-        let out =
-            encode_request(&EncodedResource::new(&resource), &scopes.encoded(), batch).to_vec();
+        let encoded: Vec<EncodedSpan> = spans
+            .iter()
+            .cloned()
+            .map(|s| {
+                let (scope, bytes) = encode_span(s);
+                EncodedSpan {
+                    scope: scopes.index_of(&scope),
+                    bytes,
+                }
+            })
+            .collect();
+        let out = encode_request(&EncodedResource::new(&resource), &scopes.encoded(), encoded);
         let ours = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
         let sdk = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, &(&resource).into()),

@@ -1,7 +1,7 @@
 //! The queue between the threads that end spans and the OTLP exporter.
 //!
-//! A span is encoded where it ends (see `span_encode`) and queued as bytes (see `span_buffer`);
-//! the export thread frames a batch of them into one request and hands it to a [`BatchSender`].
+//! A span is encoded where it ends (see `span_encode`) and queued as bytes; the export thread
+//! frames a batch of them into one request and hands it to a [`BatchSender`].
 //!
 //! Bounded, like the SDK's batch processor, but when it is full the *oldest* span is dropped (and
 //! counted), not the one just ended: after an outage the newest spans, the ones a user is looking
@@ -13,27 +13,27 @@
 //! queue, lost with a failed batch) and logs the totals at shutdown, so a benchmark can check
 //! that spans exported equal spans created.
 
-use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
-use super::span_buffer::{ScopeBatch, SpanBuffer};
 use super::span_encode::{
-    EncodedRequest, EncodedResource, EncodedScope, Scopes, encode_request, encode_span,
+    EncodedResource, EncodedScope, EncodedSpan, Scopes, encode_request, encode_span,
 };
 
 /// Where the queue's batches go: the OTLP client, in the service.
 pub trait BatchSender: Send + 'static {
     /// Sends one encoded `ExportTraceServiceRequest` of `spans` spans, blocking the export
     /// thread until it is delivered or given up on; reports its own failures.
-    fn send(&mut self, request: EncodedRequest, spans: usize) -> Result<(), ()>;
+    fn send(&mut self, request: Bytes, spans: usize) -> Result<(), ()>;
 
     /// The queue stops: nothing more will be sent.
     fn shutdown(&mut self) {}
@@ -93,7 +93,7 @@ pub struct QueueTotals {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: SpanBuffer,
+    queue: VecDeque<EncodedSpan>,
     /// The scopes the queued spans name by index.
     scopes: Scopes,
     /// Flushes asked for, and how many of them the worker has completed.
@@ -149,13 +149,14 @@ impl Shared {
     /// Export a batch when one is full, the delay has passed, or a flush or shutdown asks.
     fn run(&self, mut sender: impl BatchSender) {
         loop {
-            let (n, batch, scopes, flush_target, shutdown) = self.next_batch();
-            if n > 0 {
+            let (batch, scopes, flush_target, shutdown) = self.next_batch();
+            if !batch.is_empty() {
+                let n = batch.len();
                 let resource = self.resource.lock().unwrap_or_else(|e| e.into_inner());
                 let request = encode_request(&resource, &scopes, batch);
                 drop(resource);
                 // The sender reports its own failures (see traces::Warning); here they count.
-                let outcome = match sender.send(request, n) {
+                let outcome = match sender.send(Bytes::from(request), n) {
                     Ok(()) => &self.exported,
                     Err(()) => &self.failed,
                 };
@@ -179,9 +180,8 @@ impl Shared {
     /// Waits for the next batch: idle (nothing queued, nothing asked) it sleeps until a span, a
     /// flush or shutdown arrives, never waking for nothing, so a zero delay cannot spin; from the
     /// first queued span it waits at most the delay (zero: not at all) for a full batch. Returns
-    /// the batch's size, the batch, the scopes it names, the flushes it answers and whether
-    /// shutdown was asked.
-    fn next_batch(&self) -> (usize, Vec<ScopeBatch>, Vec<EncodedScope>, u64, bool) {
+    /// the batch, the scopes it names, the flushes it answers and whether shutdown was asked.
+    fn next_batch(&self) -> (Vec<EncodedSpan>, Vec<EncodedScope>, u64, bool) {
         let asked = |s: &State| s.flush_requested != s.flush_done || s.shutdown;
         let mut state = self.state();
         while state.queue.is_empty() && !asked(&state) {
@@ -200,9 +200,9 @@ impl Shared {
                 .0;
         }
         let n = state.queue.len().min(self.config.max_export_batch_size);
-        let batch = state.queue.take(n);
+        let batch: Vec<EncodedSpan> = state.queue.drain(..n).collect();
         let scopes = state.scopes.encoded();
-        (n, batch, scopes, state.flush_requested, state.shutdown)
+        (batch, scopes, state.flush_requested, state.shutdown)
     }
 
     /// Waits until `done(state)` or `timeout`.
@@ -249,18 +249,21 @@ impl OldestFirstBatch {
     }
 }
 
-impl OldestFirstBatch {
-    /// Queues one framed span of `scope`, dropping the oldest when the queue is full.
-    fn queue(&self, scope: &opentelemetry::InstrumentationScope, record: &[u8]) {
+impl SpanProcessor for OldestFirstBatch {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    /// Encodes the span here, on the thread that ended it, outside the queue's lock.
+    fn on_end(&self, span: SpanData) {
+        let (scope, bytes) = encode_span(span);
         let mut state = self.shared.state();
         if state.shutdown {
             return;
         }
-        let scope = state.scopes.index_of(scope);
-        state.queue.push(scope, record);
+        let scope = state.scopes.index_of(&scope);
+        state.queue.push_back(EncodedSpan { scope, bytes });
         self.shared.ended.fetch_add(1, Ordering::Relaxed);
         if state.queue.len() > self.shared.config.max_queue_size {
-            state.queue.drop_oldest();
+            state.queue.pop_front();
             if self.shared.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                 tracing::warn!(
                     max_queue_size = self.shared.config.max_queue_size,
@@ -269,37 +272,10 @@ impl OldestFirstBatch {
             }
         }
         // Wake the worker when its wait may end: the first span ends an idle wait (and starts
-        // the delay), a full batch ends the delay early. After unlocking, so the woken worker
-        // does not preempt this thread only to wait for the lock it holds.
+        // the delay), a full batch ends the delay early.
         let queued = state.queue.len();
-        drop(state);
         if queued == 1 || queued >= self.shared.config.max_export_batch_size {
             self.shared.changed.notify_all();
-        }
-    }
-}
-
-impl SpanProcessor for OldestFirstBatch {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    /// Encodes the span here, on the thread that ended it, outside the queue's lock, into that
-    /// thread's scratch buffer; under the lock it is only copied.
-    fn on_end(&self, span: SpanData) {
-        thread_local! {
-            static RECORD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
-        let mut span = Some(span);
-        let _ = RECORD.try_with(|cell| {
-            if let Ok(mut record) = cell.try_borrow_mut() {
-                let scope = encode_span(span.take().expect("taken once"), &mut record);
-                self.queue(&scope, &record);
-            }
-        });
-        if let Some(span) = span {
-            // Re-entered, or the thread is exiting: a buffer of its own.
-            let mut record = Vec::new();
-            let scope = encode_span(span, &mut record);
-            self.queue(&scope, &record);
         }
     }
 
@@ -364,9 +340,8 @@ mod tests {
     struct Recorder(Arc<Mutex<Vec<ProtoSpan>>>);
 
     impl BatchSender for Recorder {
-        fn send(&mut self, request: EncodedRequest, spans: usize) -> Result<(), ()> {
-            let request = ExportTraceServiceRequest::decode(request.to_vec().as_slice())
-                .expect("a valid request");
+        fn send(&mut self, request: Bytes, spans: usize) -> Result<(), ()> {
+            let request = ExportTraceServiceRequest::decode(request).expect("a valid request");
             let got: Vec<ProtoSpan> = request
                 .resource_spans
                 .into_iter()
@@ -456,7 +431,7 @@ mod tests {
         #[derive(Debug)]
         struct Slow;
         impl BatchSender for Slow {
-            fn send(&mut self, _request: EncodedRequest, _spans: usize) -> Result<(), ()> {
+            fn send(&mut self, _request: Bytes, _spans: usize) -> Result<(), ()> {
                 std::thread::sleep(Duration::from_millis(5));
                 Ok(())
             }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
@@ -16,8 +16,6 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use url::Url;
 
-use super::parts_body::PartsBody;
-use super::span_encode::EncodedRequest;
 use crate::config::OtlpProtocol;
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -107,7 +105,7 @@ impl TraceClient {
     }
 
     /// Sends `request`, retrying as the spec says, all within the export timeout. Blocking.
-    pub fn send(&mut self, request: EncodedRequest) -> Result<(), Failure> {
+    pub fn send(&mut self, request: Bytes) -> Result<(), Failure> {
         let start = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut retries = 0;
@@ -132,7 +130,7 @@ impl TraceClient {
         }
     }
 
-    fn attempt(&mut self, request: EncodedRequest, timeout: Duration) -> Result<(), Failure> {
+    fn attempt(&mut self, request: Bytes, timeout: Duration) -> Result<(), Failure> {
         let TraceClient {
             runtime,
             transport,
@@ -175,7 +173,7 @@ async fn send_http(
     client: &reqwest::Client,
     url: &Url,
     headers: &HeaderMap,
-    body: EncodedRequest,
+    body: Bytes,
     timeout: Duration,
 ) -> Result<(), Failure> {
     let response = client
@@ -183,7 +181,7 @@ async fn send_http(
         .headers(headers.clone())
         .header("Content-Type", "application/x-protobuf")
         .timeout(timeout)
-        .body(reqwest::Body::wrap(PartsBody::new(body.parts)))
+        .body(body)
         .send()
         .await
         .map_err(|e| Failure {
@@ -260,7 +258,7 @@ fn retry_after(value: &str) -> Option<Duration> {
 async fn send_grpc(
     client: &mut tonic::client::Grpc<Channel>,
     headers: &HeaderMap,
-    body: EncodedRequest,
+    body: Bytes,
     timeout: Duration,
 ) -> Result<(), Failure> {
     let mut request = tonic::Request::new(body);
@@ -319,7 +317,7 @@ pub fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, String> {
 struct RawRequest;
 
 impl Codec for RawRequest {
-    type Encode = EncodedRequest;
+    type Encode = Bytes;
     type Decode = ExportTraceServiceResponse;
     type Encoder = RawRequest;
     type Decoder = RawRequest;
@@ -334,13 +332,11 @@ impl Codec for RawRequest {
 }
 
 impl Encoder for RawRequest {
-    type Item = EncodedRequest;
+    type Item = Bytes;
     type Error = tonic::Status;
 
-    fn encode(&mut self, item: EncodedRequest, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        for part in &item.parts {
-            dst.put_slice(part);
-        }
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item);
         Ok(())
     }
 }

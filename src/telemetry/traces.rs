@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
 use super::rate_limit::RateLimit;
-use super::span_encode::EncodedRequest;
 use super::span_queue::{BatchSender, OldestFirstBatch, QueueConfig};
 use super::span_transport::{TraceClient, header_map};
 use crate::config::{TelemetryArgs, TraceSampler, without_credentials};
@@ -150,7 +150,7 @@ impl<C> Warning<C> {
 }
 
 impl BatchSender for Warning<TraceClient> {
-    fn send(&mut self, request: EncodedRequest, spans: usize) -> Result<(), ()> {
+    fn send(&mut self, request: Bytes, spans: usize) -> Result<(), ()> {
         let result = self.client.send(request).map_err(|f| f.cause);
         self.observe(result, spans)
     }
