@@ -77,21 +77,23 @@ run_setup() {
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s "http://$APP/bike" >/dev/null # warm-up
   local cpu0 cpu1
   cpu0=$(cpu_seconds "$service")
-  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/latency_percentiles.lua \
+  taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s scripts/latency_percentiles.lua \
     "http://$APP/bike" >"$out/wrk.txt"
   cpu1=$(cpu_seconds "$service")
   kill -TERM "$service"; wait "$service" || true
   kill -TERM "$receivers"; wait "$receivers" || true
-  local rps p99 requests samples labelled created exported last
+  local rps p99 requests samples labelled created exported last percentiles
   rps=$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")
   requests=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
-  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; print v}' "$out/wrk.txt")
+  # p50 p75 p90 p95 p99 p99.9 in us (scripts/latency_percentiles.lua): the second table, and p99.
+  percentiles=$(sed -n 's/^percentiles_us //p' "$out/wrk.txt")
+  p99=$(awk '{print $5 / 1000}' <<<"$percentiles")
   last=$(tail -n 1 "$out/receivers.log")
   samples=$(sed -nE 's/.*"cpu_samples":([0-9]+).*/\1/p' <<<"$last")
   labelled=$(sed -nE 's/.*"span_labelled_samples":([0-9]+).*/\1/p' <<<"$last")
   exported=$(sed -nE 's/.*"spans":([0-9]+).*/\1/p' <<<"$last")
   created=$(sed -nE 's/.*span queue totals.*spans_created=([0-9]+).*/\1/p' "$out/service.log" | tail -n 1)
-  echo "$setup $(sed -n 's/^percentiles_us //p' "$out/wrk.txt")" >>"$out/percentiles"
+  echo "$setup $percentiles" >>"$out/percentiles"
   case $kind in bare|traces) samples=""; labelled="" ;; esac
   [ "$kind" = bare ] && { created=""; exported=""; }
   echo "$setup $rps $p99 $cpu1 $requests $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') ${samples:--} ${labelled:--} ${created:--} ${exported:--}"
