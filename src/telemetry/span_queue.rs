@@ -272,9 +272,13 @@ impl SpanProcessor for OldestFirstBatch {
             }
         }
         // Wake the worker when its wait may end: the first span ends an idle wait (and starts
-        // the delay), a full batch ends the delay early.
+        // the delay), a full batch ends the delay early. Once each, and after the lock is
+        // released: woken under it, the worker would run only to block on the lock, and then
+        // be woken again, two more thread switches per batch on a busy core. A worker that is
+        // not waiting when its wake-up comes checks the queue before it waits again.
         let queued = state.queue.len();
-        if queued == 1 || queued >= self.shared.config.max_export_batch_size {
+        drop(state);
+        if queued == 1 || queued == self.shared.config.max_export_batch_size {
             self.shared.changed.notify_all();
         }
     }
@@ -412,6 +416,8 @@ mod tests {
         });
         let tracer = provider.tracer("t");
         tracer.in_span("a", |_| {});
+        // The worker is now in its timed wait: the span that fills the batch must end it.
+        std::thread::sleep(Duration::from_millis(200));
         tracer.in_span("b", |_| {});
         let deadline = Instant::now() + Duration::from_secs(5);
         while exporter.get_finished_spans().unwrap().len() < 2 && Instant::now() < deadline {
