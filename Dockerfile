@@ -7,6 +7,10 @@
 
 # ---- builder: the toolchain (Rust >= the package's and its locked dependencies' rust-version) ----
 FROM rust:1.91.1-slim-bookworm AS builder
+# make: the service's allocator (tikv-jemallocator) builds jemalloc from source.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 
 # Dependencies first, in their own layer: with stub sources for the app, this build compiles only
