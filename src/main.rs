@@ -11,14 +11,11 @@ use rideshare::service::{self, AppState, Limits, ServeOptions};
 use rideshare::telemetry::{Telemetry, TelemetrySetup};
 use rideshare::vocabulary::{DEFAULT_SERVICE_NAME, REGION_LABEL, VEHICLE_LABEL};
 
-/// jemalloc rather than glibc's allocator. Telemetry allocates a few dozen small objects a
-/// request (span data, each span's OTLP encoding), some freed on another thread (the span
-/// export); under glibc's allocator that cost about 2 us of CPU more per request and stretched
-/// the latency tail. In `scripts/bench.sh`'s method with full telemetry, 8 alternating rounds:
-/// p90 1137 against 1180 us, p99 1456 against 1502 us, 1.4% more requests a second; resident
-/// memory in a blackholed soak the same as glibc's (26.8 against 26.1 MiB), where mimalloc,
-/// as fast, held 46 to 65 MiB (README, Benchmark). jemalloc can also profile allocations later.
-/// The library crates leave the choice to the application.
+/// jemalloc rather than glibc's allocator: telemetry allocates a few dozen small objects a request
+/// (span data, each span's OTLP encoding), some freed on another thread (the span export), and
+/// under glibc that cost more CPU per request and a longer latency tail, at the same resident
+/// memory (mimalloc was as fast but held twice the memory). The figures are in README,
+/// Benchmark ("The allocator (fifth round)"). The library crates leave the choice to the application.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
