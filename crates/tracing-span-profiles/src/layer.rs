@@ -353,6 +353,11 @@ struct FieldVisitor<'a> {
 }
 
 impl FieldVisitor<'_> {
+    /// Whether the layer keeps `field`: most fields of most spans are not, and are not copied.
+    fn wants(&self, field: &Field) -> bool {
+        field.name() == "otel.name" || self.options.field_index(field.name()).is_some()
+    }
+
     fn set(&mut self, field: &Field, value: String) {
         if field.name() == "otel.name" {
             self.state.otel_name = Some(value);
@@ -368,11 +373,13 @@ impl FieldVisitor<'_> {
 
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field, value.to_owned());
+        if self.wants(field) {
+            self.set(field, value.to_owned());
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "otel.name" || self.options.field_index(field.name()).is_some() {
+        if self.wants(field) {
             self.set(field, format!("{value:?}"));
         }
     }

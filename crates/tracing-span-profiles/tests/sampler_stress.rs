@@ -6,8 +6,6 @@
 //! One process, one SIGPROF: every test that starts a sampler holds [`SERIAL`], and a watchdog
 //! aborts the process if a test overruns (a deadlock would otherwise hang CI).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +23,8 @@ use tracing_span_profiles::sampler::{
     stats,
 };
 use tracing_span_profiles::{LabelSet, LabelSink};
+
+mod counting;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -895,7 +895,7 @@ fn switch_fast_path_allocates_nothing() {
     for s in &sets {
         sink.switch(None, Some(s)); // first sight: interns
     }
-    let allocs = ALLOCATIONS.with(Cell::get);
+    let allocs = counting::allocations();
     let n = 200_000;
     let t = Instant::now();
     for i in 0..n {
@@ -905,36 +905,9 @@ fn switch_fast_path_allocates_nothing() {
     }
     let per_switch = t.elapsed().as_secs_f64() * 1e9 / n as f64;
     sink.switch(None, None);
-    assert_eq!(ALLOCATIONS.with(Cell::get), allocs, "fast path allocated");
+    assert_eq!(counting::allocations(), allocs, "fast path allocated");
     eprintln!("switch: {per_switch:.1} ns per switch");
 }
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Counts this thread's allocations, so tests can check that a path allocates nothing.
-struct CountingAllocator;
-
-// SAFETY: forwards to the system allocator.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[test]
 fn one_sampler_per_process_and_disposition_restored() {
