@@ -6,6 +6,7 @@ mod rate_limit;
 mod span_encode;
 mod span_queue;
 mod span_transport;
+mod span_wire;
 pub(crate) mod traces;
 
 use std::time::Duration;

@@ -16,11 +16,12 @@ use bytes::Bytes;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope as ProtoScope;
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
-use opentelemetry_proto::tonic::trace::v1::Span as ProtoSpan;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::Message;
+
+use super::span_wire;
 
 /// Most distinct instrumentation scopes a process's spans are grouped under; spans of any
 /// further scope are reported under the last one (a process has a handful: one per tracer).
@@ -33,11 +34,11 @@ pub struct EncodedSpan {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// Converts and encodes `span`; returns its scope apart, for [`Scopes::index_of`], so the
+/// Encodes `span` (see `span_wire`); returns its scope apart, for [`Scopes::index_of`], so the
 /// caller can look it up under whatever lock guards its scopes, after the encoding.
 pub fn encode_span(mut span: SpanData) -> (InstrumentationScope, Vec<u8>) {
     let scope = std::mem::take(&mut span.instrumentation_scope);
-    (scope, ProtoSpan::from(span).encode_to_vec())
+    (scope, span_wire::encode(&span))
 }
 
 /// The instrumentation scopes seen so far, each encoded once.
