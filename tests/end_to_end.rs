@@ -439,3 +439,74 @@ fn check_region(
         assert_eq!(mutex, 0, "{region} has no mutex_lock samples");
     }
 }
+
+/// A span claims a profile (`pyroscope.profile.id`) only where samples carry span labels: with
+/// profiles off, or on but unlabelled, no span links to a flame graph that would come up empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_profile_link_where_samples_carry_no_span_labels() {
+    for (profiles_enabled, labels) in [("false", "sampler"), ("true", "off"), ("true", "sampler")] {
+        let traces = Capture::new();
+        let profiles = Capture::new();
+        let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let traces_receiver = traces.serve_http(any_port).await.unwrap();
+        let profiles_receiver = profiles.serve_http(any_port).await.unwrap();
+        let mut service = Service::start(&[
+            ("RIDESHARE_WORK_SCALE", "0.02".into()),
+            ("PYROSCOPE_ENABLED", profiles_enabled.into()),
+            ("RIDESHARE_PROFILE_LABELS", labels.into()),
+            ("PYROSCOPE_SERVER_ADDRESS", profiles_receiver.url()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", traces_receiver.url()),
+        ])
+        .await;
+        let client = reqwest::Client::new();
+        for _ in 0..20 {
+            let r = client.get(service.url("/bike")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        service.sigterm();
+        let status =
+            tokio::task::spawn_blocking(move || service.wait_exit(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert!(
+            status.success(),
+            "{profiles_enabled}/{labels}: exit {status}"
+        );
+
+        let case =
+            format!("PYROSCOPE_ENABLED={profiles_enabled} RIDESHARE_PROFILE_LABELS={labels}");
+        let spans = traces.spans();
+        let roots: Vec<_> = local_roots(&spans)
+            .into_iter()
+            .filter(|r| r.name == "GET /bike")
+            .collect();
+        assert_eq!(roots.len(), 20, "{case}: every order traced");
+        let linked = roots
+            .iter()
+            .filter(|r| r.attr_str(PROFILE_ID_ATTRIBUTE).is_some())
+            .count();
+        let samples: Vec<CapturedSample> = profiles
+            .profiles()
+            .iter()
+            .flat_map(|p| p.samples())
+            .collect();
+        let span_labelled = samples
+            .iter()
+            .filter(|s| s.labels.contains_key(SPAN_ID_LABEL))
+            .count();
+        match (profiles_enabled, labels) {
+            ("true", "sampler") => {
+                assert_eq!(linked, 20, "{case}: every local root links to its samples");
+                assert!(span_labelled > 0, "{case}: samples carry span_id");
+            }
+            _ => {
+                assert_eq!(linked, 0, "{case}: no span links to a profile");
+                assert_eq!(span_labelled, 0, "{case}: no sample carries span_id");
+                if profiles_enabled == "true" {
+                    assert!(!samples.is_empty(), "{case}: the profile still arrives");
+                }
+            }
+        }
+    }
+}

@@ -95,12 +95,16 @@ impl Telemetry {
                 .with_threads(false)
                 .with_target(false)
         });
-        let labels = setup
-            .label_fields
-            .iter()
-            .fold(SpanProfileLayer::new(sink), |layer, field| {
-                layer.with_label_field(field)
-            });
+        // Only where samples get span labels: elsewhere a span's `pyroscope.profile.id` would
+        // link to a profile no sample is in.
+        let labels = sink.map(|sink| {
+            setup
+                .label_fields
+                .iter()
+                .fold(SpanProfileLayer::new(sink), |layer, field| {
+                    layer.with_label_field(field)
+                })
+        });
         // Traces and labels behind one filter: a per-layer filter looks the span up at every
         // enter, exit and close to check it, so one filter for both saves a lookup per poll.
         // The labels layer runs after the OTel layer, whose span ids it reads.

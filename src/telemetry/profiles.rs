@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracing_span_profiles::{LabelSink, NoLabels, OtlpProfilesConfig, ProfilerConfig};
+use tracing_span_profiles::{LabelSink, OtlpProfilesConfig, ProfilerConfig};
 
 use crate::config::{ProfileMode, TelemetryArgs};
 
@@ -63,21 +63,26 @@ pub struct Identity<'a> {
     pub resource: &'a [(String, String)],
 }
 
-/// Starts the profiler `mode` names and returns the sink that labels its samples.
+/// What labels the samples of the running profiler with spans.
+pub type Sink = Box<dyn LabelSink>;
+
+/// Starts the profiler `mode` names and returns the sink that labels its samples, if its samples
+/// get span labels: without one, no span may claim a profile (`pyroscope.profile.id`) and the
+/// label layer has nothing to do.
 pub fn start(
     args: &TelemetryArgs,
     identity: &Identity<'_>,
     mode: ProfileMode,
-) -> Result<(Option<Profiler>, Box<dyn LabelSink>), String> {
+) -> Result<(Option<Profiler>, Option<Sink>), String> {
     if mode == ProfileMode::Off {
-        return Ok((None, Box::new(NoLabels)));
+        return Ok((None, None));
     }
     let profiler = profiler_config(args, identity, mode)?
         .start()
         .map_err(|e| e.to_string())?;
-    let sink: Box<dyn LabelSink> = match mode {
-        ProfileMode::Unlabelled | ProfileMode::Off => Box::new(NoLabels),
-        ProfileMode::AtSampleTime | ProfileMode::ThreadTags => Box::new(profiler.labels()),
+    let sink: Option<Sink> = match mode {
+        ProfileMode::Unlabelled | ProfileMode::Off => None,
+        ProfileMode::AtSampleTime | ProfileMode::ThreadTags => Some(Box::new(profiler.labels())),
     };
     let sampler = mode != ProfileMode::ThreadTags;
     Ok((Some(Profiler { profiler, sampler }), sink))
