@@ -21,9 +21,12 @@ pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
 
 /// An immutable, sorted set of pprof labels, shared (behind an `Arc`) by every span of a local
 /// trace that has the same labels, so entering a span never allocates.
+///
+/// Values are shared too: a child span that adds a label of its own builds a set whose other
+/// values are its parent's, not copies of them.
 #[derive(Default)]
 pub struct LabelSet {
-    pairs: Vec<(Cow<'static, str>, String)>,
+    pairs: Vec<(Cow<'static, str>, Arc<str>)>,
     sink_slot: AtomicU64,
 }
 
@@ -56,7 +59,7 @@ impl LabelSet {
     pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
     where
         K: Into<Cow<'static, str>>,
-        V: Into<String>,
+        V: Into<Arc<str>>,
     {
         let mut set = LabelSet::default();
         for (k, v) in pairs {
@@ -65,8 +68,19 @@ impl LabelSet {
         set
     }
 
+    /// The labels of `parent` (none if `None`), with room for `more`, for a span that adds
+    /// labels of its own: the values are shared with the parent, one allocation in all.
+    pub fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
+        let mut pairs = Vec::with_capacity(parent.map_or(0, LabelSet::len) + more);
+        pairs.extend(parent.into_iter().flat_map(|p| p.pairs.iter().cloned()));
+        LabelSet {
+            pairs,
+            sink_slot: AtomicU64::new(0),
+        }
+    }
+
     /// Sets `key` to `value`, replacing any earlier value of `key`.
-    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) {
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Arc<str>>) {
         let key = key.into();
         let value = value.into();
         match self
@@ -83,12 +97,12 @@ impl LabelSet {
         self.pairs
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
-            .map(|i| self.pairs[i].1.as_str())
+            .map(|i| &*self.pairs[i].1)
     }
 
     /// The pairs, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
+        self.pairs.iter().map(|(k, v)| (k.as_ref(), &**v))
     }
 
     /// Number of labels in the set.

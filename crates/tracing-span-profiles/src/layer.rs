@@ -94,9 +94,9 @@ pub struct SpanProfileLayer<K> {
 #[derive(Default)]
 struct SpanLabels {
     /// Allow-listed field values recorded on this span, by index into the options' field list.
-    fields: Vec<(usize, String)>,
+    fields: Vec<(usize, Arc<str>)>,
     /// `otel.name`, which names the OTel span (and so `span_name`) when set.
-    otel_name: Option<String>,
+    otel_name: Option<Arc<str>>,
     /// Filled at first enter: the labels in force while this span runs (`None`: no labels).
     resolved: Option<Option<Arc<LabelSet>>>,
     /// Whether this span built its set (rather than running under its parent's): the sink is
@@ -193,7 +193,8 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         let resolved = if !built {
             parent
         } else {
-            let mut set = parent.as_deref().cloned().unwrap_or_default();
+            let own = state.as_ref().map_or(0, |s| s.fields.len());
+            let mut set = LabelSet::extending(parent.as_deref(), own + 3);
             if let Some((span_id, trace_id)) = ids {
                 set.insert(SPAN_ID_LABEL, span_id);
                 if self.options.trace_id {
@@ -201,10 +202,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
                 }
                 if self.options.span_name {
                     let name = state.as_ref().and_then(|s| s.otel_name.clone());
-                    set.insert(
-                        SPAN_NAME_LABEL,
-                        name.unwrap_or_else(|| span.name().to_owned()),
-                    );
+                    set.insert(SPAN_NAME_LABEL, name.unwrap_or_else(|| span.name().into()));
                 }
             }
             if let Some(state) = state.as_ref() {
@@ -229,8 +227,9 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     }
 
     /// Marks the span's OTel span with `pyroscope.profile.id` and returns its span and trace ids,
-    /// if the span is sampled. The OTel span is started here if it was not yet.
-    fn link_to_otel_span(&self, id: &span::Id) -> Option<(String, String)> {
+    /// if the span is sampled. The OTel span is started here if it was not yet. The attribute and
+    /// the label share one string.
+    fn link_to_otel_span(&self, id: &span::Id) -> Option<(Arc<str>, Arc<str>)> {
         let cx = tracing::dispatcher::get_default(|dispatch: &Dispatch| {
             tracing_opentelemetry::get_otel_context(id, dispatch)
         })?;
@@ -239,12 +238,12 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         if !span_context.is_valid() || !span_context.is_sampled() {
             return None;
         }
-        let span_id = hex::encode(span_context.span_id().to_bytes());
+        let span_id = hex_id::<16>(&span_context.span_id().to_bytes());
         span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, span_id.clone()));
         let trace_id = if self.options.trace_id {
-            hex::encode(span_context.trace_id().to_bytes())
+            hex_id::<32>(&span_context.trace_id().to_bytes())
         } else {
-            String::new()
+            Arc::from("")
         };
         Some((span_id, trace_id))
     }
@@ -358,11 +357,11 @@ impl FieldVisitor<'_> {
         field.name() == "otel.name" || self.options.field_index(field.name()).is_some()
     }
 
-    fn set(&mut self, field: &Field, value: String) {
+    fn set(&mut self, field: &Field, value: &str) {
+        let value: Arc<str> = Arc::from(truncate(value));
         if field.name() == "otel.name" {
             self.state.otel_name = Some(value);
         } else if let Some(i) = self.options.field_index(field.name()) {
-            let value = truncate(value);
             match self.state.fields.iter_mut().find(|(j, _)| *j == i) {
                 Some(slot) => slot.1 = value,
                 None => self.state.fields.push((i, value)),
@@ -374,26 +373,38 @@ impl FieldVisitor<'_> {
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.wants(field) {
-            self.set(field, value.to_owned());
+            self.set(field, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if self.wants(field) {
-            self.set(field, format!("{value:?}"));
+            self.set(field, &format!("{value:?}"));
         }
     }
 }
 
-fn truncate(mut value: String) -> String {
-    if value.len() > MAX_VALUE_LEN {
-        let mut end = MAX_VALUE_LEN;
-        while !value.is_char_boundary(end) {
-            end -= 1;
-        }
-        value.truncate(end);
+/// `value` cut to at most [`MAX_VALUE_LEN`] bytes, at a character boundary.
+fn truncate(value: &str) -> &str {
+    if value.len() <= MAX_VALUE_LEN {
+        return value;
     }
-    value
+    let mut end = MAX_VALUE_LEN;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// An id's bytes as lowercase hex (`N` = twice the bytes), as its `Display` writes it: formatted
+/// on the stack, allocated once, as the label's and the attribute's shared string.
+fn hex_id<const N: usize>(bytes: &[u8]) -> Arc<str> {
+    let mut out = [0u8; N];
+    match hex::encode_to_slice(bytes, &mut out) {
+        // Hex digits are ASCII.
+        Ok(()) => Arc::from(std::str::from_utf8(&out).unwrap_or_default()),
+        Err(_) => Arc::from(hex::encode(bytes)),
+    }
 }
 
 #[cfg(test)]
@@ -405,8 +416,8 @@ mod tests {
     #[test]
     fn hex_matches_the_ids_display() {
         let span = SpanId::from(0x00a1_b2c3_d4e5_f607);
-        assert_eq!(hex::encode(span.to_bytes()), span.to_string());
+        assert_eq!(*super::hex_id::<16>(&span.to_bytes()), span.to_string());
         let trace = TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128);
-        assert_eq!(hex::encode(trace.to_bytes()), trace.to_string());
+        assert_eq!(*super::hex_id::<32>(&trace.to_bytes()), trace.to_string());
     }
 }

@@ -62,3 +62,30 @@ fn entering_a_span_again_allocates_nothing() {
         assert_eq!(again, 0, "100 enters and exits of a resolved span");
     });
 }
+
+/// A child span that adds a label of its own shares its parent's values: building its set costs
+/// the same whether the parent has one label or three.
+#[test]
+fn a_child_set_shares_its_parents_values() {
+    let subscriber = tracing_subscriber::registry().with(
+        SpanProfileLayer::new(NoLabels)
+            .with_label_field("region")
+            .with_label_field("tier")
+            .with_label_field("vehicle")
+            .with_label_field("zone"),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        let child_cost = |parent: &tracing::Span| {
+            allocations_in(|| {
+                let child = tracing::info_span!(parent: parent, "order", zone = "z1");
+                drop(child.enter());
+            })
+        };
+        let one = tracing::info_span!("request", vehicle = "bike");
+        let three = tracing::info_span!("request", region = "eu", tier = "gold", vehicle = "bike");
+        drop(one.enter());
+        drop(three.enter());
+        child_cost(&one);
+        assert_eq!(child_cost(&three), child_cost(&one));
+    });
+}
