@@ -195,14 +195,15 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         } else {
             let own = state.as_ref().map_or(0, |s| s.fields.len());
             let mut set = LabelSet::extending(parent.as_deref(), own + 3);
+            // In key order (span_id, span_name, trace_id), so each insert is a push.
             if let Some((span_id, trace_id)) = ids {
                 set.insert(SPAN_ID_LABEL, span_id);
-                if self.options.trace_id {
-                    set.insert(TRACE_ID_LABEL, trace_id);
-                }
                 if self.options.span_name {
                     let name = state.as_ref().and_then(|s| s.otel_name.clone());
                     set.insert(SPAN_NAME_LABEL, name.unwrap_or_else(|| span.name().into()));
+                }
+                if self.options.trace_id {
+                    set.insert(TRACE_ID_LABEL, trace_id);
                 }
             }
             if let Some(state) = state.as_ref() {
