@@ -2,7 +2,7 @@
 //!
 //! `opentelemetry-proto`'s conversion builds the message first: a `Vec` for each id, a `String`
 //! for the name and for every attribute's key and string value, a `Vec` of attributes, and
-//! only then the encoding, about fourteen allocations for a span of five attributes, all freed
+//! only then the encoding: a dozen or more allocations for a span of five attributes, all freed
 //! at once. This runs on the worker that ends every span, so it writes the same bytes in two
 //! passes (the length, then the fields) into one buffer of exactly that length. The message
 //! types stay `opentelemetry-proto`'s: the tests hold these bytes equal to that crate's
