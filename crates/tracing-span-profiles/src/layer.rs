@@ -202,7 +202,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
                     let name = state.as_ref().and_then(|s| s.otel_name.clone());
                     set.insert(SPAN_NAME_LABEL, name.unwrap_or_else(|| span.name().into()));
                 }
-                if self.options.trace_id {
+                if let Some(trace_id) = trace_id {
                     set.insert(TRACE_ID_LABEL, trace_id);
                 }
             }
@@ -227,10 +227,10 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         resolved
     }
 
-    /// Marks the span's OTel span with `pyroscope.profile.id` and returns its span and trace ids,
-    /// if the span is sampled. The OTel span is started here if it was not yet. The attribute and
-    /// the label share one string.
-    fn link_to_otel_span(&self, id: &span::Id) -> Option<(Arc<str>, Arc<str>)> {
+    /// Marks the span's OTel span with `pyroscope.profile.id` and returns its span id and (when
+    /// labelled) its trace id, if the span is sampled. The OTel span is started here if it was not
+    /// yet. The attribute and the `span_id` label share one string.
+    fn link_to_otel_span(&self, id: &span::Id) -> Option<(Arc<str>, Option<Arc<str>>)> {
         let cx = tracing::dispatcher::get_default(|dispatch: &Dispatch| {
             tracing_opentelemetry::get_otel_context(id, dispatch)
         })?;
@@ -241,11 +241,10 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         }
         let span_id = hex_id::<16>(&span_context.span_id().to_bytes());
         span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, span_id.clone()));
-        let trace_id = if self.options.trace_id {
-            hex_id::<32>(&span_context.trace_id().to_bytes())
-        } else {
-            Arc::from("")
-        };
+        let trace_id = self
+            .options
+            .trace_id
+            .then(|| hex_id::<32>(&span_context.trace_id().to_bytes()));
         Some((span_id, trace_id))
     }
 
