@@ -49,16 +49,16 @@ fn span_len(s: &SpanData, trace_state: &str) -> usize {
         + s.events
             .events
             .iter()
-            .map(|e| message_len(11, event_len(e)))
+            .map(|e| delimited_len(11, event_len(e)))
             .sum::<usize>()
         + varint_len(12, u64::from(s.events.dropped_count))
         + s.links
             .links
             .iter()
-            .map(|l| message_len(13, link_len(l)))
+            .map(|l| delimited_len(13, link_len(l)))
             .sum::<usize>()
         + varint_len(14, u64::from(s.links.dropped_count))
-        + message_len(15, status_len(&s.status))
+        + delimited_len(15, status_len(&s.status))
         + fixed32_len(16, flags(cx, s.parent_span_is_remote))
 }
 
@@ -164,12 +164,12 @@ fn link_len(l: &opentelemetry::trace::Link) -> usize {
 fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
     attributes
         .iter()
-        .map(|kv| message_len(tag, key_value_len(kv)))
+        .map(|kv| delimited_len(tag, key_value_len(kv)))
         .sum()
 }
 
 fn key_value_len(kv: &KeyValue) -> usize {
-    str_len(1, kv.key.as_str()) + message_len(2, any_value_len(&kv.value))
+    str_len(1, kv.key.as_str()) + delimited_len(2, any_value_len(&kv.value))
 }
 
 fn put_attributes(tag: u32, attributes: &[KeyValue], buf: &mut Vec<u8>) {
@@ -213,12 +213,12 @@ fn put_any_value(value: &Value, buf: &mut Vec<u8>) {
 
 /// Each element of an `ArrayValue` is an `AnyValue` of its own.
 fn array_len(array: &Array) -> usize {
-    let each = |v: Value| message_len(1, any_value_len(&v));
+    let each = |v: Value| delimited_len(1, any_value_len(&v));
     match array {
         Array::Bool(v) => v.iter().map(|x| each(Value::Bool(*x))).sum(),
         Array::I64(v) => v.iter().map(|x| each(Value::I64(*x))).sum(),
         Array::F64(v) => v.iter().map(|x| each(Value::F64(*x))).sum(),
-        Array::String(v) => v.iter().map(|x| message_len(1, string_len(x))).sum(),
+        Array::String(v) => v.iter().map(|x| delimited_len(1, string_len(x))).sum(),
         _ => 0,
     }
 }
@@ -248,10 +248,6 @@ fn put_array(array: &Array, buf: &mut Vec<u8>) {
 
 fn delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
-}
-
-fn message_len(tag: u32, len: usize) -> usize {
-    delimited_len(tag, len)
 }
 
 fn bytes_len(tag: u32, len: usize) -> usize {

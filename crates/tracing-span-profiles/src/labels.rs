@@ -70,7 +70,7 @@ impl LabelSet {
 
     /// The labels of `parent` (none if `None`), with room for `more`, for a span that adds
     /// labels of its own: the values are shared with the parent, one allocation in all.
-    pub fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
+    pub(crate) fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
         let mut pairs = Vec::with_capacity(parent.map_or(0, LabelSet::len) + more);
         pairs.extend(parent.into_iter().flat_map(|p| p.pairs.iter().cloned()));
         LabelSet {

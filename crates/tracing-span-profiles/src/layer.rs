@@ -351,35 +351,45 @@ struct FieldVisitor<'a> {
     state: &'a mut SpanLabels,
 }
 
+/// Where a recorded field goes, for the fields the layer keeps.
+enum Kept {
+    OtelName,
+    /// Index into the options' field list.
+    Label(usize),
+}
+
 impl FieldVisitor<'_> {
-    /// Whether the layer keeps `field`: most fields of most spans are not, and are not copied.
-    fn wants(&self, field: &Field) -> bool {
-        field.name() == "otel.name" || self.options.field_index(field.name()).is_some()
+    /// Where the layer keeps `field`, if it does: most fields of most spans are not kept, and
+    /// are not copied.
+    fn kept(&self, field: &Field) -> Option<Kept> {
+        if field.name() == "otel.name" {
+            return Some(Kept::OtelName);
+        }
+        self.options.field_index(field.name()).map(Kept::Label)
     }
 
-    fn set(&mut self, field: &Field, value: &str) {
+    fn set(&mut self, kept: Kept, value: &str) {
         let value: Arc<str> = Arc::from(truncate(value));
-        if field.name() == "otel.name" {
-            self.state.otel_name = Some(value);
-        } else if let Some(i) = self.options.field_index(field.name()) {
-            match self.state.fields.iter_mut().find(|(j, _)| *j == i) {
+        match kept {
+            Kept::OtelName => self.state.otel_name = Some(value),
+            Kept::Label(i) => match self.state.fields.iter_mut().find(|(j, _)| *j == i) {
                 Some(slot) => slot.1 = value,
                 None => self.state.fields.push((i, value)),
-            }
+            },
         }
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.wants(field) {
-            self.set(field, value);
+        if let Some(kept) = self.kept(field) {
+            self.set(kept, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if self.wants(field) {
-            self.set(field, &format!("{value:?}"));
+        if let Some(kept) = self.kept(field) {
+            self.set(kept, &format!("{value:?}"));
         }
     }
 }
