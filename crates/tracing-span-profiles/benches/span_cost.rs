@@ -9,21 +9,36 @@
 //!   settings (with and without this layer) and with that crate's defaults (code location,
 //!   thread and target attributes, per-poll timings and context activation).
 //!
+//! - `request_life/*`: one request of the rideshare service as its spans see it: a server span
+//!   under a remote parent (a `traceparent`), its `order_*` child with a label field and a
+//!   grandchild, polled five times, fields recorded at the end, all closed; with and without
+//!   this layer, the difference being what span labels cost a request.
+//!
 //! `cargo bench -p tracing-span-profiles --bench span_cost` prints time per operation.
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::Context as OtelContext;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use prost::Message;
 use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_span_profiles::{LabelSink, NoLabels, SpanProfileLayer, sampler::sampler_backend};
 use tracing_subscriber::prelude::*;
+
+/// The allocator of the rideshare service, whose figures these are: with glibc's, allocations
+/// freed on the export thread (a span's attributes) make the workers' next ones slow, and the
+/// benchmarks would measure that instead of the spans.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// An exporter that does what an OTLP exporter does to a batch before the network: group by
 /// resource and scope, and encode.
@@ -88,10 +103,30 @@ fn bench_switch<K: LabelSink>(
 }
 
 fn span_life(c: &mut Criterion) {
-    let mut group = c.benchmark_group("span_life");
+    compare_stacks(c, "span_life", true, || {
+        let span = tracing::info_span!("order_car", vehicle = "car");
+        drop(span.enter());
+    });
+}
+
+fn request_life(c: &mut Criterion) {
+    let remote = OtelContext::new().with_remote_span_context(SpanContext::new(
+        TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128),
+        SpanId::from(0xb7ad_6b71_6920_3331_u64),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ));
+    compare_stacks(c, "request_life", false, || one_request(&remote));
+}
+
+/// Runs `work` under the service's stack with this layer and without it, and (if `defaults`)
+/// under `tracing-opentelemetry`'s default settings with this layer.
+fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn() + Copy) {
+    let mut group = c.benchmark_group(name);
     let (_backend, sink) = sampler_backend(Default::default());
     let tp = provider();
-    bench_life(
+    bench_under(
         &mut group,
         "service_settings_and_labels",
         tracing_subscriber::registry()
@@ -99,23 +134,28 @@ fn span_life(c: &mut Criterion) {
                 tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
             ))
             .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
+        work,
     );
     let tp_plain = provider();
-    bench_life(
+    bench_under(
         &mut group,
         "service_settings_otel_only",
         tracing_subscriber::registry().with(lean(
             tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench")),
         )),
+        work,
     );
     let tp_defaults = provider();
-    bench_life(
-        &mut group,
-        "otel_defaults_and_labels",
-        tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(tp_defaults.tracer("bench")))
-            .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
-    );
+    if defaults {
+        bench_under(
+            &mut group,
+            "otel_defaults_and_labels",
+            tracing_subscriber::registry()
+                .with(tracing_opentelemetry::layer().with_tracer(tp_defaults.tracer("bench")))
+                .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
+            work,
+        );
+    }
     group.finish();
     for tp in [tp, tp_plain, tp_defaults] {
         let _ = tp.shutdown();
@@ -136,20 +176,43 @@ where
         .with_target(false)
 }
 
-fn bench_life(
+fn bench_under(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     subscriber: impl Subscriber + Send + Sync + 'static,
+    work: impl Fn(),
 ) {
     tracing::subscriber::with_default(subscriber, || {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let span = tracing::info_span!("order_car", vehicle = "car");
-                drop(span.enter());
-            })
-        });
+        group.bench_function(name, |b| b.iter(&work));
     });
 }
 
-criterion_group!(benches, label_switch, span_life);
+/// The spans of one `/bike` order, shaped as the service makes them.
+fn one_request(remote: &OtelContext) {
+    use tracing::field::Empty;
+    let root = tracing::info_span!(
+        "HTTP request",
+        otel.name = %"GET /bike",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = "GET",
+        http.route = Empty,
+        http.response.status_code = Empty,
+        url.path = "/bike",
+        url.scheme = "http",
+        network.protocol.version = "1.1",
+    );
+    root.record("http.route", "/bike");
+    let _ = root.set_parent(remote.clone());
+    let order = root.in_scope(|| tracing::info_span!("order_bike", vehicle = "bike"));
+    let find = order.in_scope(|| tracing::info_span!("find_nearest_vehicle", search_radius = 2));
+    for _poll in 0..5 {
+        let _root = root.enter();
+        let _order = order.enter();
+        let _find = find.enter();
+    }
+    root.record("http.response.status_code", 200_i64);
+}
+
+criterion_group!(benches, label_switch, span_life, request_life);
 criterion_main!(benches);

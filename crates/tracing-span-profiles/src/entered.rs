@@ -60,12 +60,22 @@ impl Closes {
     }
 }
 
+/// A span's labels as the layer resolved them at its first enter.
+#[derive(Clone, Default)]
+pub(crate) struct Resolved {
+    /// The labels in force while the span runs (`None`: no labels).
+    pub(crate) labels: Option<Arc<LabelSet>>,
+    /// Whether the span built that set (rather than running under its parent's): the sink is
+    /// told when the span closes.
+    pub(crate) built: bool,
+}
+
 /// A span's labels as cached or entered: the span, the close count of its bucket when the
 /// labels were looked up, and one reference to the labels.
 struct Held {
     id: u64,
     closes: u32,
-    labels: Option<Arc<LabelSet>>,
+    resolved: Resolved,
 }
 
 /// One thread's entered spans (innermost last) and its cache of recently entered spans.
@@ -83,21 +93,17 @@ impl Entered {
     /// The labels in force now (those of the innermost entered span).
     #[inline]
     pub(crate) fn current(&self) -> Option<&Arc<LabelSet>> {
-        self.stack.last().and_then(|h| h.labels.as_ref())
+        self.stack.last().and_then(|h| h.resolved.labels.as_ref())
     }
 
     /// Takes span `id`'s labels out of the cache if they are still valid: `Err` carries the
     /// close count to pass to [`push`](Self::push) after looking the labels up.
     #[inline]
-    pub(crate) fn take_cached(
-        &mut self,
-        id: u64,
-        closes: &Closes,
-    ) -> Result<(Option<Arc<LabelSet>>, u32), u32> {
+    pub(crate) fn take_cached(&mut self, id: u64, closes: &Closes) -> Result<(Resolved, u32), u32> {
         let now = closes.get(id);
         let slot = &mut self.cache[Self::slot(id)];
         match slot.take() {
-            Some(held) if held.id == id && held.closes == now => Ok((held.labels, now)),
+            Some(held) if held.id == id && held.closes == now => Ok((held.resolved, now)),
             other => {
                 *slot = other;
                 Err(now)
@@ -105,11 +111,15 @@ impl Entered {
         }
     }
 
-    /// Pushes span `id`, entered with `labels` (looked up when its bucket's count was
+    /// Pushes span `id`, entered with `resolved` (looked up when its bucket's count was
     /// `closes`).
     #[inline]
-    pub(crate) fn push(&mut self, id: u64, closes: u32, labels: Option<Arc<LabelSet>>) {
-        self.stack.push(Held { id, closes, labels });
+    pub(crate) fn push(&mut self, id: u64, closes: u32, resolved: Resolved) {
+        self.stack.push(Held {
+            id,
+            closes,
+            resolved,
+        });
     }
 
     /// Exits span `id`: if it is the innermost, returns the labels it had and those in force
@@ -128,7 +138,9 @@ impl Entered {
         let slot = Self::slot(id);
         self.cache[slot] = Some(held);
         let this = &*self;
-        let from = this.cache[slot].as_ref().and_then(|h| h.labels.as_ref());
+        let from = this.cache[slot]
+            .as_ref()
+            .and_then(|h| h.resolved.labels.as_ref());
         Some((from, this.current()))
     }
 }
@@ -140,8 +152,11 @@ pub(crate) type Switch<'a> = (Option<&'a Arc<LabelSet>>, Option<&'a Arc<LabelSet
 mod tests {
     use super::*;
 
-    fn set(v: &str) -> Option<Arc<LabelSet>> {
-        Some(Arc::new(LabelSet::from_pairs([("vehicle", v)])))
+    fn set(v: &str) -> Resolved {
+        Resolved {
+            labels: Some(Arc::new(LabelSet::from_pairs([("vehicle", v)]))),
+            built: true,
+        }
     }
 
     #[test]
@@ -152,10 +167,13 @@ mod tests {
         assert!(entered.take_cached(7, &closes).is_err(), "never entered");
         entered.push(7, closes.get(7), car.clone());
         let (from, to) = entered.exit(7).unwrap();
-        assert!(Arc::ptr_eq(from.unwrap(), car.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(from.unwrap(), car.labels.as_ref().unwrap()));
         assert!(to.is_none());
         let (hit, _) = entered.take_cached(7, &closes).expect("cached after exit");
-        assert!(Arc::ptr_eq(hit.as_ref().unwrap(), car.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            hit.labels.as_ref().unwrap(),
+            car.labels.as_ref().unwrap()
+        ));
         assert!(
             entered.take_cached(7, &closes).is_err(),
             "taken while entered"

@@ -6,6 +6,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use smallvec::SmallVec;
+
 /// Label key of the local root's OTel span id (16 lowercase hex characters).
 ///
 /// Pyroscope keeps this per sample instead of turning it into a series label, and Grafana asks for
@@ -26,15 +28,22 @@ pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
 /// values are its parent's, not copies of them.
 #[derive(Default)]
 pub struct LabelSet {
-    pairs: Vec<(Cow<'static, str>, Arc<str>)>,
+    /// Inline up to [`INLINE_LABELS`]: a set is then one allocation, its `Arc`.
+    pairs: SmallVec<[(Cow<'static, str>, Arc<str>); INLINE_LABELS]>,
+    /// Whether `span_id` is among the labels: asked at every intern and retire of a set.
+    names_span: bool,
     sink_slot: AtomicU64,
 }
+
+/// Labels a set holds without an allocation of its own: a local root's three and one field.
+const INLINE_LABELS: usize = 4;
 
 impl Clone for LabelSet {
     /// Clones the labels; the clone's sink slot starts empty, as it is a different set.
     fn clone(&self) -> Self {
         LabelSet {
             pairs: self.pairs.clone(),
+            names_span: self.names_span,
             sink_slot: AtomicU64::new(0),
         }
     }
@@ -69,12 +78,14 @@ impl LabelSet {
     }
 
     /// The labels of `parent` (none if `None`), with room for `more`, for a span that adds
-    /// labels of its own: the values are shared with the parent, one allocation in all.
+    /// labels of its own: the values are shared with the parent, and up to [`INLINE_LABELS`]
+    /// labels need no allocation.
     pub(crate) fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
-        let mut pairs = Vec::with_capacity(parent.map_or(0, LabelSet::len) + more);
+        let mut pairs = SmallVec::with_capacity(parent.map_or(0, LabelSet::len) + more);
         pairs.extend(parent.into_iter().flat_map(|p| p.pairs.iter().cloned()));
         LabelSet {
             pairs,
+            names_span: parent.is_some_and(|p| p.names_span),
             sink_slot: AtomicU64::new(0),
         }
     }
@@ -83,6 +94,7 @@ impl LabelSet {
     pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Arc<str>>) {
         let key = key.into();
         let value = value.into();
+        self.names_span |= key == SPAN_ID_LABEL;
         // Keys added in order (as the layer adds them) go at the end without a search.
         if self
             .pairs
@@ -112,6 +124,12 @@ impl LabelSet {
     /// The pairs, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs.iter().map(|(k, v)| (k.as_ref(), &**v))
+    }
+
+    /// Whether the set has a `span_id` label (is unique to one local trace); same as
+    /// `get(SPAN_ID_LABEL).is_some()`, without the search.
+    pub(crate) fn names_span(&self) -> bool {
+        self.names_span
     }
 
     /// Number of labels in the set.

@@ -7,10 +7,12 @@
 //! span creation and close.
 
 use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
+use smallvec::SmallVec;
 use thread_local::ThreadLocal;
 use tracing::field::{Field, Visit};
 use tracing::span::{self, Attributes, Record};
@@ -19,7 +21,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use super::entered::{Closes, Entered};
+use super::entered::{Closes, Entered, Resolved};
 use super::labels::{
     LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL,
 };
@@ -48,8 +50,16 @@ impl Default for Options {
 }
 
 impl Options {
-    fn field_index(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|f| *f == name)
+    /// Where the layer keeps `field`, if it does: most fields of most spans are not kept, and
+    /// are not copied.
+    fn kept(&self, field: &Field) -> Option<Kept> {
+        if field.name() == "otel.name" {
+            return Some(Kept::OtelName);
+        }
+        self.fields
+            .iter()
+            .position(|f| *f == field.name())
+            .map(Kept::Label)
     }
 }
 
@@ -94,14 +104,11 @@ pub struct SpanProfileLayer<K> {
 #[derive(Default)]
 struct SpanLabels {
     /// Allow-listed field values recorded on this span, by index into the options' field list.
-    fields: Vec<(usize, Arc<str>)>,
+    fields: SmallVec<[(usize, Arc<str>); 2]>,
     /// `otel.name`, which names the OTel span (and so `span_name`) when set.
     otel_name: Option<Arc<str>>,
-    /// Filled at first enter: the labels in force while this span runs (`None`: no labels).
-    resolved: Option<Option<Arc<LabelSet>>>,
-    /// Whether this span built its set (rather than running under its parent's): the sink is
-    /// told when it closes.
-    built: bool,
+    /// Filled at first enter.
+    resolved: Option<Resolved>,
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
@@ -154,7 +161,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     /// After the first enter this is one extension lookup and one reference count increment:
     /// the span's resolved set is shared, never rebuilt.
     #[inline]
-    fn labels_of<S>(&self, span: &SpanRef<'_, S>) -> Option<Arc<LabelSet>>
+    fn labels_of<S>(&self, span: &SpanRef<'_, S>) -> Resolved
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -171,12 +178,12 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     /// First enter of `span`: builds its labels from its parent's, its OTel ids and its own
     /// fields, and stores them in its extensions.
     #[cold]
-    fn resolve<S>(&self, span: &SpanRef<'_, S>) -> Option<Arc<LabelSet>>
+    fn resolve<S>(&self, span: &SpanRef<'_, S>) -> Resolved
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let parent_span = span.parent();
-        let parent = parent_span.as_ref().and_then(|p| self.labels_of(p));
+        let parent = parent_span.as_ref().and_then(|p| self.labels_of(p).labels);
         let gets_id = !self.options.root_only || parent_span.is_none();
         // Asking tracing-opentelemetry for the context takes the span's extensions itself: hold
         // none of ours meanwhile.
@@ -190,7 +197,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         let state = extensions.get_mut::<SpanLabels>();
         let own_fields = state.as_ref().is_some_and(|s| !s.fields.is_empty());
         let built = ids.is_some() || own_fields;
-        let resolved = if !built {
+        let labels = if !built {
             parent
         } else {
             let own = state.as_ref().map_or(0, |s| s.fields.len());
@@ -213,14 +220,11 @@ impl<K: LabelSink> SpanProfileLayer<K> {
             }
             Some(Arc::new(set))
         };
+        let resolved = Resolved { labels, built };
         match state {
-            Some(state) => {
-                state.resolved = Some(resolved.clone());
-                state.built = built;
-            }
+            Some(state) => state.resolved = Some(resolved.clone()),
             None => extensions.insert(SpanLabels {
                 resolved: Some(resolved.clone()),
-                built,
                 ..SpanLabels::default()
             }),
         }
@@ -262,19 +266,43 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     K: LabelSink,
 {
+    /// Keeps the span's label fields and `otel.name`, if it has any: a span without them gets
+    /// its state only when first entered.
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
         let mut state = SpanLabels::default();
         self.record_fields(&mut state, |v| attrs.record(v));
-        span.extensions_mut().insert(state);
+        if state.fields.is_empty() && state.otel_name.is_none() {
+            return;
+        }
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(state);
+        }
     }
 
+    /// Looks the span up only if `values` has a field the layer keeps: services record
+    /// response fields (a status code, say) on every request.
     fn on_record(&self, id: &span::Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let mut any = AnyKept {
+            options: &self.options,
+            found: false,
+        };
+        values.record(&mut any);
+        if !any.found {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        if let Some(state) = extensions.get_mut::<SpanLabels>() {
+        match extensions.get_mut::<SpanLabels>() {
             // Labels already resolved stay as they are: the samples taken so far carried them.
-            self.record_fields(state, |v| values.record(v));
+            Some(state) => self.record_fields(state, |v| values.record(v)),
+            // Not entered yet (a resolved span has its state), and nothing kept so far.
+            None => {
+                let mut state = SpanLabels::default();
+                self.record_fields(&mut state, |v| values.record(v));
+                if !state.fields.is_empty() || state.otel_name.is_some() {
+                    extensions.insert(state);
+                }
+            }
         }
     }
 
@@ -288,15 +316,15 @@ where
             return;
         };
         let raw = id.into_u64();
-        let (labels, closes) = match entered.take_cached(raw, &self.closes) {
+        let (resolved, closes) = match entered.take_cached(raw, &self.closes) {
             Ok(hit) => hit,
             Err(closes) => {
                 let Some(span) = ctx.span(id) else { return };
                 (self.labels_of(&span), closes)
             }
         };
-        self.switch(entered.current(), labels.as_ref());
-        entered.push(raw, closes, labels);
+        self.switch(entered.current(), resolved.labels.as_ref());
+        entered.push(raw, closes, resolved);
     }
 
     /// Pops the span and switches the sink back to the labels of the span below it, if they
@@ -315,22 +343,45 @@ where
 
     /// Invalidates the cached labels of the span's id on every thread (the id may be reused),
     /// and tells the sink that a set this span built will not be switched to again.
+    ///
+    /// A span usually closes on the thread that last exited it, just after: this thread's cache
+    /// then says whether it built a set, and the span is not looked up.
     fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        self.closes.closed(id.into_u64());
+        let raw = id.into_u64();
+        let cached = self.entered.get().and_then(|cell| {
+            cell.try_borrow_mut()
+                .ok()?
+                .take_cached(raw, &self.closes)
+                .ok()
+        });
+        self.closes.closed(raw);
+        if let Some((resolved, _)) = cached {
+            self.retire(&resolved);
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         let extensions = span.extensions();
-        if let Some(SpanLabels {
-            resolved: Some(Some(set)),
-            built: true,
-            ..
-        }) = extensions.get::<SpanLabels>()
+        if let Some(resolved) = extensions
+            .get::<SpanLabels>()
+            .and_then(|s| s.resolved.as_ref())
         {
-            self.sink.retire(set);
+            self.retire(resolved);
         }
     }
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
+    /// A closed span's set, if it built one, will not be switched to again.
+    fn retire(&self, resolved: &Resolved) {
+        if let Resolved {
+            labels: Some(set),
+            built: true,
+        } = resolved
+        {
+            self.sink.retire(set);
+        }
+    }
+
     /// Calls the sink unless `from` and `to` are the same set (the common case for a child
     /// span without labels of its own).
     #[inline]
@@ -343,6 +394,18 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         if !same {
             self.sink.switch(from, to);
         }
+    }
+}
+
+/// Whether a set of values has a field the layer keeps.
+struct AnyKept<'a> {
+    options: &'a Options,
+    found: bool,
+}
+
+impl Visit for AnyKept<'_> {
+    fn record_debug(&mut self, field: &Field, _value: &dyn fmt::Debug) {
+        self.found |= self.options.kept(field).is_some();
     }
 }
 
@@ -359,15 +422,6 @@ enum Kept {
 }
 
 impl FieldVisitor<'_> {
-    /// Where the layer keeps `field`, if it does: most fields of most spans are not kept, and
-    /// are not copied.
-    fn kept(&self, field: &Field) -> Option<Kept> {
-        if field.name() == "otel.name" {
-            return Some(Kept::OtelName);
-        }
-        self.options.field_index(field.name()).map(Kept::Label)
-    }
-
     fn set(&mut self, kept: Kept, value: &str) {
         let value: Arc<str> = Arc::from(truncate(value));
         match kept {
@@ -382,24 +436,71 @@ impl FieldVisitor<'_> {
 
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if let Some(kept) = self.kept(field) {
+        if let Some(kept) = self.options.kept(field) {
             self.set(kept, value);
         }
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if let Some(kept) = self.kept(field) {
-            self.set(kept, &format!("{value:?}"));
+    /// Formats on the stack, and only the bytes kept: `otel.name = %name` comes this way for
+    /// every root span.
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if let Some(kept) = self.options.kept(field) {
+            let mut text = Bounded::default();
+            // `Bounded` cuts instead of failing; an error can only come from `value`'s own impl.
+            let _ = write!(text, "{value:?}");
+            self.set(kept, text.as_str());
         }
+    }
+}
+
+/// A formatting target that keeps the first [`MAX_VALUE_LEN`] bytes written (cut at a character
+/// boundary) and drops the rest.
+struct Bounded {
+    bytes: [u8; MAX_VALUE_LEN],
+    len: usize,
+}
+
+impl Default for Bounded {
+    fn default() -> Self {
+        Bounded {
+            bytes: [0; MAX_VALUE_LEN],
+            len: 0,
+        }
+    }
+}
+
+impl Bounded {
+    fn as_str(&self) -> &str {
+        // Only whole characters are copied in (see `write_str`).
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = MAX_VALUE_LEN - self.len;
+        let take = if s.len() <= room {
+            s
+        } else {
+            truncate_to(s, room)
+        };
+        self.bytes[self.len..self.len + take.len()].copy_from_slice(take.as_bytes());
+        self.len += take.len();
+        Ok(())
     }
 }
 
 /// `value` cut to at most [`MAX_VALUE_LEN`] bytes, at a character boundary.
 fn truncate(value: &str) -> &str {
-    if value.len() <= MAX_VALUE_LEN {
+    truncate_to(value, MAX_VALUE_LEN)
+}
+
+/// `value` cut to at most `max` bytes, at a character boundary.
+fn truncate_to(value: &str, max: usize) -> &str {
+    if value.len() <= max {
         return value;
     }
-    let mut end = MAX_VALUE_LEN;
+    let mut end = max;
     while !value.is_char_boundary(end) {
         end -= 1;
     }

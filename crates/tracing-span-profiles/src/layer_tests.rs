@@ -127,6 +127,43 @@ fn field_values_are_cut_and_unlisted_fields_ignored() {
         let now = mirror.now().unwrap();
         assert_eq!(now.get("vehicle").unwrap().len(), 128);
         assert_eq!(now.get("user"), None);
+        // Cut at a character boundary whether the value comes as text or through `Display`.
+        let accented = format!("x{}", "é".repeat(100));
+        let _t = tracing::info_span!("order", vehicle = %accented).entered();
+        assert_eq!(mirror.label("vehicle").unwrap(), accented[..127]);
+        let _u = tracing::info_span!("order", vehicle = accented.as_str()).entered();
+        assert_eq!(mirror.label("vehicle").unwrap(), accented[..127]);
+    });
+}
+
+/// A span usually closes where it last ran, and the layer then finds its set in that thread's
+/// cache; one that closes on another thread is looked up, and its set is retired all the same.
+#[test]
+fn a_span_closed_on_another_thread_retires_its_set() {
+    let mirror = Mirror::default();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer(&mirror)));
+    let span = tracing::dispatcher::with_default(&dispatch, || {
+        let span = tracing::info_span!("order_car", vehicle = "car");
+        drop(span.enter());
+        span
+    });
+    std::thread::spawn(move || drop(span)).join().unwrap();
+    let retired = mirror.retired.lock().unwrap();
+    let vehicles: Vec<_> = retired.iter().map(|s| s.get("vehicle")).collect();
+    assert_eq!(vehicles, vec![Some("car")]);
+}
+
+/// A label field declared empty and recorded before the span is first entered labels it, as a
+/// field given at creation does.
+#[test]
+fn a_field_recorded_before_the_first_enter_is_a_label() {
+    let mirror = Mirror::default();
+    let subscriber = tracing_subscriber::registry().with(layer(&mirror));
+    tracing::subscriber::with_default(subscriber, || {
+        let order = tracing::info_span!("order", vehicle = tracing::field::Empty);
+        order.record("vehicle", "scooter");
+        let _entered = order.enter();
+        assert_eq!(mirror.label("vehicle").as_deref(), Some("scooter"));
     });
 }
 

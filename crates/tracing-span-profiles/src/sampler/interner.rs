@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use pyroscope::backend::Tag;
 
-use crate::{LabelSet, SPAN_ID_LABEL};
+use crate::LabelSet;
 
 /// How many label sets can be live (interned and not yet reclaimed) at once.
 pub const MAX_LABEL_SETS: usize = 32768;
@@ -209,7 +209,7 @@ impl LabelTable {
     #[inline(never)]
     fn intern(&self, set: &Arc<LabelSet>) -> u64 {
         let mut inner = self.lock();
-        let by_content = set.get(SPAN_ID_LABEL).is_none();
+        let by_content = !set.names_span();
         let known = if by_content {
             inner.map.get(&**set).copied()
         } else {
@@ -291,7 +291,7 @@ impl LabelTable {
         if id < FIRST_ID
             || index >= TABLE_LEN
             || self.sampled[index].load(Ordering::Relaxed) == generation
-            || set.get(SPAN_ID_LABEL).is_none()
+            || !set.names_span()
         {
             return None;
         }
