@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicU64;
 
 use smallvec::SmallVec;
 
+use crate::value::Value;
+
 /// Label key of the local root's OTel span id (16 lowercase hex characters).
 ///
 /// Pyroscope keeps this per sample instead of turning it into a series label, and Grafana asks for
@@ -24,12 +26,12 @@ pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
 /// An immutable, sorted set of pprof labels, shared (behind an `Arc`) by every span of a local
 /// trace that has the same labels, so entering a span never allocates.
 ///
-/// Values are shared too: a child span that adds a label of its own builds a set whose other
-/// values are its parent's, not copies of them.
+/// Values are short (kept inline) or shared: a child span that adds a label of its own builds a
+/// set whose other values are its parent's, without allocating them again.
 #[derive(Default)]
 pub struct LabelSet {
     /// Inline up to [`INLINE_LABELS`]: a set is then one allocation, its `Arc`.
-    pairs: SmallVec<[(Cow<'static, str>, Arc<str>); INLINE_LABELS]>,
+    pairs: SmallVec<[(Cow<'static, str>, Value); INLINE_LABELS]>,
     /// Whether `span_id` is among the labels: asked at every intern and retire of a set.
     names_span: bool,
     sink_slot: AtomicU64,
@@ -78,8 +80,7 @@ impl LabelSet {
     }
 
     /// The labels of `parent` (none if `None`), with room for `more`, for a span that adds
-    /// labels of its own: the values are shared with the parent, and up to [`INLINE_LABELS`]
-    /// labels need no allocation.
+    /// labels of its own: up to [`INLINE_LABELS`] labels, this allocates nothing.
     pub(crate) fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
         let mut pairs = SmallVec::with_capacity(parent.map_or(0, LabelSet::len) + more);
         pairs.extend(parent.into_iter().flat_map(|p| p.pairs.iter().cloned()));
@@ -92,8 +93,11 @@ impl LabelSet {
 
     /// Sets `key` to `value`, replacing any earlier value of `key`.
     pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Arc<str>>) {
-        let key = key.into();
-        let value = value.into();
+        self.insert_value(key.into(), Value::Shared(value.into()));
+    }
+
+    /// [`insert`](Self::insert) of a value as the layer keeps it.
+    pub(crate) fn insert_value(&mut self, key: Cow<'static, str>, value: Value) {
         self.names_span |= key == SPAN_ID_LABEL;
         // Keys added in order (as the layer adds them) go at the end without a search.
         if self
@@ -118,12 +122,12 @@ impl LabelSet {
         self.pairs
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
-            .map(|i| &*self.pairs[i].1)
+            .map(|i| self.pairs[i].1.as_str())
     }
 
     /// The pairs, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(k, v)| (k.as_ref(), &**v))
+        self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
     /// Whether the set has a `span_id` label (is unique to one local trace); same as

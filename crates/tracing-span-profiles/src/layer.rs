@@ -25,6 +25,7 @@ use super::entered::{Closes, Entered, Resolved};
 use super::labels::{
     LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL,
 };
+use super::value::Value;
 
 /// Longest label value kept; longer values are cut so a stray field cannot blow up a profile.
 const MAX_VALUE_LEN: usize = 128;
@@ -104,9 +105,9 @@ pub struct SpanProfileLayer<K> {
 #[derive(Default)]
 struct SpanLabels {
     /// Allow-listed field values recorded on this span, by index into the options' field list.
-    fields: SmallVec<[(usize, Arc<str>); 2]>,
+    fields: SmallVec<[(usize, Value); 2]>,
     /// `otel.name`, which names the OTel span (and so `span_name`) when set.
-    otel_name: Option<Arc<str>>,
+    otel_name: Option<Value>,
     /// Filled at first enter.
     resolved: Option<Resolved>,
 }
@@ -204,18 +205,19 @@ impl<K: LabelSink> SpanProfileLayer<K> {
             let mut set = LabelSet::extending(parent.as_deref(), own + 3);
             // In key order (span_id, span_name, trace_id), so each insert is a push.
             if let Some((span_id, trace_id)) = ids {
-                set.insert(SPAN_ID_LABEL, span_id);
+                set.insert_value(SPAN_ID_LABEL.into(), Value::Shared(span_id));
                 if self.options.span_name {
                     let name = state.as_ref().and_then(|s| s.otel_name.clone());
-                    set.insert(SPAN_NAME_LABEL, name.unwrap_or_else(|| span.name().into()));
+                    let name = name.unwrap_or(Value::Static(span.name()));
+                    set.insert_value(SPAN_NAME_LABEL.into(), name);
                 }
                 if let Some(trace_id) = trace_id {
-                    set.insert(TRACE_ID_LABEL, trace_id);
+                    set.insert_value(TRACE_ID_LABEL.into(), trace_id);
                 }
             }
             if let Some(state) = state.as_ref() {
                 for (i, value) in &state.fields {
-                    set.insert(self.options.fields[*i], value.clone());
+                    set.insert_value(self.options.fields[*i].into(), value.clone());
                 }
             }
             Some(Arc::new(set))
@@ -234,7 +236,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     /// Marks the span's OTel span with `pyroscope.profile.id` and returns its span id and (when
     /// labelled) its trace id, if the span is sampled. The OTel span is started here if it was not
     /// yet. The attribute and the `span_id` label share one string.
-    fn link_to_otel_span(&self, id: &span::Id) -> Option<(Arc<str>, Option<Arc<str>>)> {
+    fn link_to_otel_span(&self, id: &span::Id) -> Option<(Arc<str>, Option<Value>)> {
         let cx = tracing::dispatcher::get_default(|dispatch: &Dispatch| {
             tracing_opentelemetry::get_otel_context(id, dispatch)
         })?;
@@ -243,12 +245,13 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         if !span_context.is_valid() || !span_context.is_sampled() {
             return None;
         }
-        let span_id = hex_id::<16>(&span_context.span_id().to_bytes());
+        let span_id =
+            with_hex::<16, Arc<str>>(&span_context.span_id().to_bytes(), |hex| hex.into());
         span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, span_id.clone()));
         let trace_id = self
             .options
             .trace_id
-            .then(|| hex_id::<32>(&span_context.trace_id().to_bytes()));
+            .then(|| with_hex::<32, _>(&span_context.trace_id().to_bytes(), Value::new));
         Some((span_id, trace_id))
     }
 
@@ -423,7 +426,7 @@ enum Kept {
 
 impl FieldVisitor<'_> {
     fn set(&mut self, kept: Kept, value: &str) {
-        let value: Arc<str> = Arc::from(truncate(value));
+        let value = Value::new(truncate(value));
         match kept {
             Kept::OtelName => self.state.otel_name = Some(value),
             Kept::Label(i) => match self.state.fields.iter_mut().find(|(j, _)| *j == i) {
@@ -507,14 +510,14 @@ fn truncate_to(value: &str, max: usize) -> &str {
     &value[..end]
 }
 
-/// An id's bytes as lowercase hex (`N` = twice the bytes), as its `Display` writes it: formatted
-/// on the stack, allocated once, as the label's and the attribute's shared string.
-fn hex_id<const N: usize>(bytes: &[u8]) -> Arc<str> {
+/// `f` of an id's bytes as lowercase hex (`N` = twice the bytes), as its `Display` writes it:
+/// formatted on the stack, for the label's and the attribute's string.
+fn with_hex<const N: usize, T>(bytes: &[u8], f: impl FnOnce(&str) -> T) -> T {
     let mut out = [0u8; N];
     match hex::encode_to_slice(bytes, &mut out) {
         // Hex digits are ASCII.
-        Ok(()) => Arc::from(std::str::from_utf8(&out).unwrap_or_default()),
-        Err(_) => Arc::from(hex::encode(bytes)),
+        Ok(()) => f(std::str::from_utf8(&out).unwrap_or_default()),
+        Err(_) => f(&hex::encode(bytes)),
     }
 }
 
@@ -527,8 +530,10 @@ mod tests {
     #[test]
     fn hex_matches_the_ids_display() {
         let span = SpanId::from(0x00a1_b2c3_d4e5_f607);
-        assert_eq!(*super::hex_id::<16>(&span.to_bytes()), span.to_string());
+        let hex = |bytes: &[u8]| super::with_hex::<16, _>(bytes, str::to_owned);
+        assert_eq!(hex(&span.to_bytes()), span.to_string());
         let trace = TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10_u128);
-        assert_eq!(*super::hex_id::<32>(&trace.to_bytes()), trace.to_string());
+        let hex = |bytes: &[u8]| super::with_hex::<32, _>(bytes, str::to_owned);
+        assert_eq!(hex(&trace.to_bytes()), trace.to_string());
     }
 }

@@ -97,6 +97,7 @@ mod push;
 pub mod sampler;
 #[cfg(feature = "thread-tags")]
 mod thread_tags;
+mod value;
 
 #[cfg(feature = "push")]
 pub use config::{Error, ProfilerConfig};
