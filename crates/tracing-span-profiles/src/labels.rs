@@ -132,6 +132,7 @@ impl LabelSet {
 
     /// Whether the set has a `span_id` label (is unique to one local trace); same as
     /// `get(SPAN_ID_LABEL).is_some()`, without the search.
+    #[cfg(feature = "sampler")]
     pub(crate) fn names_span(&self) -> bool {
         self.names_span
     }
