@@ -145,8 +145,8 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
         )),
         work,
     );
-    let tp_defaults = provider();
-    if defaults {
+    let tp_defaults = defaults.then(provider);
+    if let Some(tp_defaults) = &tp_defaults {
         bench_under(
             &mut group,
             "otel_defaults_and_labels",
@@ -157,7 +157,7 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
         );
     }
     group.finish();
-    for tp in [tp, tp_plain, tp_defaults] {
+    for tp in [tp, tp_plain].into_iter().chain(tp_defaults) {
         let _ = tp.shutdown();
     }
 }

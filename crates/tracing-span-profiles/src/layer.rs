@@ -112,6 +112,14 @@ struct SpanLabels {
     resolved: Option<Resolved>,
 }
 
+impl SpanLabels {
+    /// No label field and no `otel.name`: a span's state is then not stored until its first
+    /// enter.
+    fn keeps_nothing(&self) -> bool {
+        self.fields.is_empty() && self.otel_name.is_none()
+    }
+}
+
 impl<K: LabelSink> SpanProfileLayer<K> {
     /// A layer that hands labels to `sink`: `span_id` and `span_name` of sampled local roots, no
     /// field labels.
@@ -274,7 +282,7 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         let mut state = SpanLabels::default();
         self.record_fields(&mut state, |v| attrs.record(v));
-        if state.fields.is_empty() && state.otel_name.is_none() {
+        if state.keeps_nothing() {
             return;
         }
         if let Some(span) = ctx.span(id) {
@@ -302,7 +310,7 @@ where
             None => {
                 let mut state = SpanLabels::default();
                 self.record_fields(&mut state, |v| values.record(v));
-                if !state.fields.is_empty() || state.otel_name.is_some() {
+                if !state.keeps_nothing() {
                     extensions.insert(state);
                 }
             }
