@@ -1,5 +1,6 @@
 //! Wiring the three outputs of `tracing`: logs, OTLP traces, and span labels on CPU profiles.
 
+mod end_at_close;
 mod logs;
 mod profiles;
 mod rate_limit;
@@ -19,6 +20,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
+use end_at_close::ending_at_close;
 use logs::{BackendNoiseLimiter, LogCrateAware, env_filter};
 use profiles::Profiler;
 use tracing_span_profiles::SpanProfileLayer;
@@ -78,22 +80,22 @@ impl Telemetry {
             .with_filter(LogCrateAware(filter))
             .with_filter(BackendNoiseLimiter::new(Duration::from_secs(60)));
         // Traces and labels see the application's spans, whatever RUST_LOG says about output.
+        // Nothing at a poll: spans end at close (see `end_at_close`), which also turns off
+        // busy/idle timings (the span's duration is enough) and OTel context activation (for
+        // instrumentation that reads `Context::current()`: the service has none; spans link
+        // through tracing's parents, the labels through `get_otel_context`, remote parents
+        // through `set_parent`).
         let otel = tracer_provider.as_ref().map(|tp| {
-            tracing_opentelemetry::layer()
-                .with_tracer(tp.tracer(setup.service_name.clone()))
-                // Busy/idle timings cost work at every poll; the span's duration is enough.
-                .with_tracked_inactivity(false)
-                // Activating the OTel context costs a lookup, a lock and a context stack push at
-                // every poll, for instrumentation that reads `Context::current()`: the service
-                // has none (spans link through tracing's parents, the labels through
-                // `get_otel_context`, remote parents through `set_parent`).
-                .with_context_activation(false)
-                // Code location (file, line, module), thread id and name, and target are five
-                // attributes per span that neither the HTTP conventions nor the profile link
-                // need, each encoded and exported with every span.
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
+            ending_at_close(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tp.tracer(setup.service_name.clone()))
+                    // Code location (file, line, module), thread id and name, and target are
+                    // five attributes per span that neither the HTTP conventions nor the profile
+                    // link need, each encoded and exported with every span.
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_target(false),
+            )
         });
         // Only where samples get span labels: elsewhere a span's `pyroscope.profile.id` would
         // link to a profile no sample is in.
