@@ -15,6 +15,10 @@
 #   scripts/bench.sh                                 # 3 rounds of 5 s; needs wrk and taskset
 #   RUNS=5 DURATION=20s CONNECTIONS=64 scripts/bench.sh
 #   SETUPS="bare traces off sampler" scripts/bench.sh  # traces = traces without profiles
+#   SETUPS="bare unsampled unexported traces" scripts/bench.sh
+#                                                    # where traces' cost goes: spans made but
+#                                                    # not sampled; recorded and queued but not
+#                                                    # sent; sent
 #   PROTOCOL=grpc scripts/bench.sh                   # spans over OTLP/gRPC instead of the
 #                                                    # service's default, http/protobuf
 #   BASELINE=/tmp/old/rideshare SETUPS="bare sampler sampler@baseline" scripts/bench.sh
@@ -53,6 +57,11 @@ setup_env() {
   case $1 in
     bare) echo PYROSCOPE_ENABLED=false OTEL_SDK_DISABLED=true ;;
     traces) echo PYROSCOPE_ENABLED=false ;;
+    # Traces made but not sampled: tracing-opentelemetry's work alone, nothing recorded.
+    unsampled) echo PYROSCOPE_ENABLED=false OTEL_TRACES_SAMPLER=always_off ;;
+    # Traces recorded, encoded and queued, sent nowhere (a refused port: the export thread
+    # mostly waits out its retry backoff): all of the traces' cost but the export runs.
+    unexported) echo PYROSCOPE_ENABLED=false OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:9/v1/traces ;;
     thread-tags|off|sampler) echo RIDESHARE_PROFILE_LABELS="$1" ;;
     *) echo "bench: unknown setup $1" >&2; exit 1 ;;
   esac
@@ -94,7 +103,7 @@ run_setup() {
   exported=$(sed -nE 's/.*"spans":([0-9]+).*/\1/p' <<<"$last")
   created=$(sed -nE 's/.*span queue totals.*spans_created=([0-9]+).*/\1/p' "$out/service.log" | tail -n 1)
   echo "$setup $percentiles" >>"$out/percentiles"
-  case $kind in bare|traces) samples=""; labelled="" ;; esac
+  case $kind in bare|traces|unsampled|unexported) samples=""; labelled="" ;; esac
   [ "$kind" = bare ] && { created=""; exported=""; }
   echo "$setup $rps $p99 $cpu1 $requests $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') ${samples:--} ${labelled:--} ${created:--} ${exported:--}"
 }

@@ -21,7 +21,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 use end_at_close::ending_at_close;
-use logs::{BackendNoiseLimiter, LogCrateAware, env_filter};
+use logs::{LogFilter, env_filter};
 use profiles::Profiler;
 use tracing_span_profiles::SpanProfileLayer;
 
@@ -77,8 +77,7 @@ impl Telemetry {
 
         let logs = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_filter(LogCrateAware(filter))
-            .with_filter(BackendNoiseLimiter::new(Duration::from_secs(60)));
+            .with_filter(LogFilter::new(filter, Duration::from_secs(60)));
         // Traces and labels see the application's spans, whatever RUST_LOG says about output.
         // Nothing at a poll: spans end at close (see `end_at_close`), which also turns off
         // busy/idle timings (the span's duration is enough) and OTel context activation (for
