@@ -108,8 +108,10 @@ impl Telemetry {
         });
         // Traces and labels behind one filter: a per-layer filter looks the span up at every
         // enter, exit and close to check it, so one filter for both saves a lookup per poll.
-        // The labels layer runs after the OTel layer, whose span ids it reads.
-        let traced = Layer::and_then(otel, labels).with_filter(LevelFilter::INFO);
+        // The labels layer runs after the OTel layer, whose span ids it reads. With neither (no
+        // telemetry), no filter either: it would still look every span up at every poll.
+        let traced = (otel.is_some() || labels.is_some())
+            .then(|| Layer::and_then(otel, labels).with_filter(LevelFilter::INFO));
         tracing_subscriber::registry()
             .with(logs)
             .with(traced)
