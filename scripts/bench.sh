@@ -103,7 +103,8 @@ run_setup() {
   exported=$(sed -nE 's/.*"spans":([0-9]+).*/\1/p' <<<"$last")
   created=$(sed -nE 's/.*span queue totals.*spans_created=([0-9]+).*/\1/p' "$out/service.log" | tail -n 1)
   echo "$setup $percentiles" >>"$out/percentiles"
-  case $kind in bare|traces|unsampled|unexported) samples=""; labelled="" ;; esac
+  # A setup that turns profiles off has no samples to count.
+  [[ " ${env[*]} " == *" PYROSCOPE_ENABLED=false "* ]] && { samples=""; labelled=""; }
   [ "$kind" = bare ] && { created=""; exported=""; }
   echo "$setup $rps $p99 $cpu1 $requests $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {print b - a}') ${samples:--} ${labelled:--} ${created:--} ${exported:--}"
 }
