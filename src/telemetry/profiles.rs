@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tracing_span_profiles::{LabelSink, OtlpProfilesConfig, ProfilerConfig};
+use tracing_span_profiles::{OtlpProfilesConfig, ProfilerConfig, ProfilerLabels};
 
 use crate::config::{ProfileMode, TelemetryArgs};
 
@@ -63,8 +63,9 @@ pub struct Identity<'a> {
     pub resource: &'a [(String, String)],
 }
 
-/// What labels the samples of the running profiler with spans.
-pub type Sink = Box<dyn LabelSink>;
+/// What labels the samples of the running profiler with spans: the library's own type, not a
+/// `Box<dyn LabelSink>`, so that the layer's switch at every poll is a direct, inlined call.
+pub type Sink = ProfilerLabels;
 
 /// Starts the profiler `mode` names and returns the sink that labels its samples, if its samples
 /// get span labels: without one, no span may claim a profile (`pyroscope.profile.id`) and the
@@ -82,7 +83,7 @@ pub fn start(
         .map_err(|e| e.to_string())?;
     let sink: Option<Sink> = match mode {
         ProfileMode::Unlabelled | ProfileMode::Off => None,
-        ProfileMode::AtSampleTime | ProfileMode::ThreadTags => Some(Box::new(profiler.labels())),
+        ProfileMode::AtSampleTime | ProfileMode::ThreadTags => Some(profiler.labels()),
     };
     let sampler = mode != ProfileMode::ThreadTags;
     Ok((Some(Profiler { profiler, sampler }), sink))
