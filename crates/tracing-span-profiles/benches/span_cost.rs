@@ -129,11 +129,16 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
     bench_under(
         &mut group,
         "service_settings_and_labels",
-        tracing_subscriber::registry()
-            .with(lean(
-                tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
-            ))
-            .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
+        service_stack(&tp, sink),
+        work,
+    );
+    // The layer with a sink that does nothing: what the layer costs apart from the sampler's
+    // interning and per-thread slot.
+    let tp_no_sink = provider();
+    bench_under(
+        &mut group,
+        "service_settings_and_labels_no_sink",
+        service_stack(&tp_no_sink, NoLabels),
         work,
     );
     let tp_plain = provider();
@@ -157,9 +162,18 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
         );
     }
     group.finish();
-    for tp in [tp, tp_plain].into_iter().chain(tp_defaults) {
+    for tp in [tp, tp_no_sink, tp_plain].into_iter().chain(tp_defaults) {
         let _ = tp.shutdown();
     }
+}
+
+/// The service's stack: `tracing-opentelemetry` with its settings, then the label layer.
+fn service_stack(tp: &SdkTracerProvider, sink: impl LabelSink) -> impl Subscriber + Send + Sync {
+    tracing_subscriber::registry()
+        .with(lean(
+            tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
+        ))
+        .with(SpanProfileLayer::new(sink).with_label_field("vehicle"))
 }
 
 /// The `tracing-opentelemetry` settings of the rideshare service: no per-poll timings or context
@@ -190,7 +204,9 @@ fn bench_under(
     });
 }
 
-/// The spans of one `/bike` order, shaped as the service makes them.
+/// The spans of one `/bike` order, shaped as the service makes them. Not inlined, so a profiler
+/// (or `valgrind --tool=callgrind --toggle-collect=span_cost::one_request`) can count it alone.
+#[inline(never)]
 fn one_request(remote: &OtelContext) {
     use tracing::field::Empty;
     let root = tracing::info_span!(

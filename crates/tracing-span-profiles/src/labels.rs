@@ -83,7 +83,10 @@ impl LabelSet {
     /// labels of its own: up to [`INLINE_LABELS`] labels, this allocates nothing.
     pub(crate) fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
         let mut pairs = SmallVec::with_capacity(parent.map_or(0, LabelSet::len) + more);
-        pairs.extend(parent.into_iter().flat_map(|p| p.pairs.iter().cloned()));
+        // From the slice, whose exact length lets `extend` write without a check per pair.
+        if let Some(parent) = parent {
+            pairs.extend(parent.pairs.iter().cloned());
+        }
         LabelSet {
             pairs,
             names_span: parent.is_some_and(|p| p.names_span),
@@ -153,6 +156,12 @@ impl LabelSet {
     /// True when the set has no label.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
+    }
+
+    /// Whether the labels live in an allocation of their own, apart from the set's.
+    #[cfg(test)]
+    pub(crate) fn spilled(&self) -> bool {
+        self.pairs.spilled()
     }
 }
 

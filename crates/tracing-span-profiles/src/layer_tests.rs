@@ -214,6 +214,34 @@ fn sampled_local_root_gets_profile_id_equal_to_its_span_id() {
     assert_eq!(seen[1].get(TRACE_ID_LABEL), Some(trace_id.as_str()));
 }
 
+/// The sets of a request (its root's three labels, and those plus a field for a child) are one
+/// allocation each: the child's set is sized for the labels it adds, not for three more ids.
+#[test]
+fn a_requests_sets_hold_their_labels_inline() {
+    let (provider, _exporter) = otel(Sampler::AlwaysOn);
+    let spilled = Arc::new(Mutex::new(Vec::new()));
+    struct Spill(Arc<Mutex<Vec<(usize, bool)>>>);
+    impl LabelSink for Spill {
+        fn switch(&self, _from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
+            if let Some(set) = to {
+                self.0.lock().unwrap().push((set.len(), set.spilled()));
+            }
+        }
+    }
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        .with(SpanProfileLayer::new(Spill(spilled.clone())).with_label_field("vehicle"));
+    tracing::subscriber::with_default(subscriber, || {
+        let _root = tracing::info_span!("HTTP request", otel.name = "GET /car").entered();
+        let _order = tracing::info_span!("order_car", vehicle = "car").entered();
+    });
+    // Root, child, and the root again when the child exits.
+    assert_eq!(
+        *spilled.lock().unwrap(),
+        vec![(3, false), (4, false), (3, false)]
+    );
+}
+
 #[test]
 fn trace_id_can_be_left_off() {
     let (provider, _exporter) = otel(Sampler::AlwaysOn);
