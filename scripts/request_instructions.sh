@@ -32,13 +32,13 @@ import re, sys
 names, calls, total = {}, 0, None
 lines = open(sys.argv[1]).read().split("\n")
 for i, line in enumerate(lines):
-    m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
-    if m and m.group(2):
-        names[m.group(1)] = m.group(2)
-    if line.startswith("cfn="):
-        target = names.get(re.match(r"cfn=\((\d+)\)", line).group(1), "")
-        if target == "span_cost::one_request" and lines[i + 1].startswith("calls="):
-            calls += int(lines[i + 1].split()[0][len("calls="):])
+    m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?", line)
+    if m and m.group(3):
+        names[m.group(2)] = m.group(3)
+    # A call of one_request: its cost line follows, with the number of calls.
+    if m and m.group(1) and names.get(m.group(2)) == "span_cost::one_request" \
+            and lines[i + 1].startswith("calls="):
+        calls += int(lines[i + 1].split()[0][len("calls="):])
     if line.startswith(("totals:", "summary:")):
         total = int(line.split()[1])
 if not calls or total is None:

@@ -79,10 +79,11 @@ impl LabelSet {
         set
     }
 
-    /// The labels of `parent` (none if `None`), with room for `more`, for a span that adds
-    /// labels of its own: up to [`INLINE_LABELS`] labels, this allocates nothing.
-    pub(crate) fn extending(parent: Option<&LabelSet>, more: usize) -> Self {
-        let mut pairs = SmallVec::with_capacity(parent.map_or(0, LabelSet::len) + more);
+    /// The labels of `parent` (none if `None`), for a span that adds labels of its own: up to
+    /// [`INLINE_LABELS`] labels in all, the set allocates nothing but its `Arc`, as the inline
+    /// room is there whatever is added (asking for more room than that would spill to the heap).
+    pub(crate) fn extending(parent: Option<&LabelSet>) -> Self {
+        let mut pairs = SmallVec::new();
         // From the slice, whose exact length lets `extend` write without a check per pair.
         if let Some(parent) = parent {
             pairs.extend(parent.pairs.iter().cloned());

@@ -209,13 +209,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         let labels = if !built {
             parent
         } else {
-            // Room for exactly the labels added: a child adding one field to its root's three
-            // then fits inline, where room for three ids it does not add would spill to the heap.
-            let own = state.as_ref().map_or(0, |s| s.fields.len());
-            let ids_added = ids.as_ref().map_or(0, |(_, trace_id)| {
-                1 + usize::from(self.options.span_name) + usize::from(trace_id.is_some())
-            });
-            let mut set = LabelSet::extending(parent.as_deref(), own + ids_added);
+            let mut set = LabelSet::extending(parent.as_deref());
             // In key order (span_id, span_name, trace_id), so each insert is a push.
             if let Some((span_id, trace_id)) = ids {
                 set.insert_value(SPAN_ID_LABEL.into(), Value::Shared(span_id));

@@ -215,7 +215,7 @@ fn sampled_local_root_gets_profile_id_equal_to_its_span_id() {
 }
 
 /// The sets of a request (its root's three labels, and those plus a field for a child) are one
-/// allocation each: the child's set is sized for the labels it adds, not for three more ids.
+/// allocation each: the child's four labels stay in the set's inline room.
 #[test]
 fn a_requests_sets_hold_their_labels_inline() {
     let (provider, _exporter) = otel(Sampler::AlwaysOn);
