@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VARIANTS=${VARIANTS:-"and_labels and_labels_no_sink otel_only"}
+VARIANTS=${VARIANTS:-"and_labels and_labels_no_sink and_entered_ids otel_only"}
 SECONDS_EACH=${SECONDS_EACH:-3}
 command -v valgrind >/dev/null || { echo "request_instructions: valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 

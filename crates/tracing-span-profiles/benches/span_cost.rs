@@ -12,10 +12,14 @@
 //! - `request_life/*`: one request of the rideshare service as its spans see it: a server span
 //!   under a remote parent (a `traceparent`), its `order_*` child with a label field and a
 //!   grandchild, polled five times, fields recorded at the end, all closed; with and without
-//!   this layer, the difference being what span labels cost a request.
+//!   this layer, the difference being what span labels cost a request; and with
+//!   `EnteredIds` instead, a layer that only keeps each thread's entered span ids: what
+//!   `tracing` itself charges any layer that follows polls (its callbacks), against which the
+//!   label layer's own work can be told apart.
 //!
 //! `cargo bench -p tracing-span-profiles --bench span_cost` prints time per operation.
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
@@ -141,6 +145,18 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
         service_stack(&tp_no_sink, NoLabels),
         work,
     );
+    // The least a layer that follows polls pays: `tracing`'s callbacks and a stack of ids.
+    let tp_ids = provider();
+    bench_under(
+        &mut group,
+        "service_settings_and_entered_ids",
+        tracing_subscriber::registry()
+            .with(lean(
+                tracing_opentelemetry::layer().with_tracer(tp_ids.tracer("bench")),
+            ))
+            .with(EnteredIds),
+        work,
+    );
     let tp_plain = provider();
     bench_under(
         &mut group,
@@ -162,8 +178,34 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
         );
     }
     group.finish();
-    for tp in [tp, tp_no_sink, tp_plain].into_iter().chain(tp_defaults) {
+    for tp in [tp, tp_no_sink, tp_ids, tp_plain]
+        .into_iter()
+        .chain(tp_defaults)
+    {
         let _ = tp.shutdown();
+    }
+}
+
+/// A layer that keeps, per thread, the ids of the spans entered on it, and nothing else: any
+/// layer that labels the running span does at least this at every poll.
+struct EnteredIds;
+
+thread_local! {
+    static ENTERED_IDS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for EnteredIds {
+    fn on_enter(&self, id: &tracing::span::Id, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        ENTERED_IDS.with(|ids| ids.borrow_mut().push(id.into_u64()));
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        ENTERED_IDS.with(|ids| {
+            let mut ids = ids.borrow_mut();
+            if let Some(pos) = ids.iter().rposition(|&entered| entered == id.into_u64()) {
+                ids.remove(pos);
+            }
+        });
     }
 }
 
