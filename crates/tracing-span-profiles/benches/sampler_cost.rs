@@ -1,10 +1,11 @@
 //! What the sampler costs per sample, on one core (needs `--features bench-internals`):
 //!
 //! - `signal_sample/64_frames`: the SIGPROF handler's work for one sample of a thread 64 frames
-//!   deep: claim a ring record, write the label, unwind the stack into it (framehop, DWARF CFI);
-//! - `collect/1000_samples`: the collector and `report()` for 1000 samples, each under a label
-//!   set of its own (one per request, as with span ids) and over 50 distinct stacks: drain the
-//!   ring into counts, then symbolize into reports (symbol cache warm, as in a running service).
+//!   deep: claim a ring record, write the labels, unwind the stack into it (framehop, DWARF CFI);
+//! - `collect/1000_samples`: the collector and `report()` for 1000 samples, each of a request of
+//!   its own (its own span and trace ids, under one shared label set) and over 50 distinct
+//!   stacks: drain the ring into counts, then symbolize into reports (symbol cache warm, as in a
+//!   running service).
 //!
 //! `cargo bench -p tracing-span-profiles --features bench-internals --bench sampler_cost`
 

@@ -1,19 +1,18 @@
 //! The layer's per-thread record of entered spans, and a small per-thread cache of the labels of
 //! spans entered recently, so that entering a span again (every poll of an instrumented future
-//! after the first) neither looks the span up nor touches a reference count.
+//! after the first) does not look the span up.
 //!
 //! Looking a span up through the registry costs a slab guard and a read lock on its extensions
-//! (four atomic read-modify-writes), and cloning its label `Arc` a fifth: together most of what
-//! a poll paid for labels. The cache keeps the span's labels by span id; since ids are reused once
-//! a span closes, every close bumps a counter of the id's bucket ([`Closes`]) and a cache entry
-//! is valid only while the counter still holds the value it had when the entry was made. An
-//! entered span's `Arc` moves from the cache onto the stack and back at exit, so a hit costs a
-//! relaxed load and no atomic write.
+//! (four atomic read-modify-writes): most of what a poll would pay for labels. The cache keeps
+//! the span's labels by span id; since ids are reused once a span closes, every close bumps a
+//! counter of the id's bucket ([`Closes`]) and a cache entry is valid only while the counter
+//! still holds the value it had when the entry was made. A span's labels are plain words (its
+//! root's ids and a pointer to a set the layer keeps), copied, never reference-counted.
 
-use std::sync::Arc;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::labels::LabelSet;
+use crate::labels::{LabelSet, RootIds};
 
 /// Buckets of the close counters: more buckets, fewer entries invalidated by other spans'
 /// closes (each close invalidates the cached entries of its bucket on every thread).
@@ -60,18 +59,71 @@ impl Closes {
     }
 }
 
-/// A span's labels as the layer resolved them at its first enter.
-#[derive(Clone, Default)]
+/// One of the label sets the layer keeps for its whole life (`SharedSets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SharedRef(NonNull<LabelSet>);
+
+// SAFETY: a `SharedRef` is a shared reference to a `LabelSet` (which is `Sync`) that the layer
+// keeps alive and never mutates; the layer only dereferences it while it is alive.
+unsafe impl Send for SharedRef {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRef {}
+
+impl SharedRef {
+    pub(crate) fn new(set: &LabelSet) -> Self {
+        SharedRef(NonNull::from(set))
+    }
+
+    /// The set's address.
+    pub(crate) fn addr(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// The set.
+    ///
+    /// # Safety
+    ///
+    /// The `SharedSets` that holds it must still be alive: for a reference made by the layer,
+    /// the layer must be (tie `'a` to a borrow of it).
+    pub(crate) unsafe fn get<'a>(self) -> &'a LabelSet {
+        // SAFETY: the caller guarantees the set's owner is alive; it never moves its sets.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// A span's labels as the layer resolved them at its first enter (none of either: no labels).
+/// Four words, copied at every enter and exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Resolved {
-    /// The labels in force while the span runs (`None`: no labels).
-    pub(crate) labels: Option<Arc<LabelSet>>,
-    /// Whether the span built that set (rather than running under its parent's): the sink is
-    /// told when the span closes.
-    pub(crate) built: bool,
+    /// The local root's ids, for spans of a sampled local trace ([`RootIds::NONE`]: none).
+    pub(crate) root: RootIds,
+    /// The span name and field labels in force, as a set the layer keeps.
+    pub(crate) shared: Option<SharedRef>,
+}
+
+impl Default for Resolved {
+    fn default() -> Self {
+        Resolved {
+            root: RootIds::NONE,
+            shared: None,
+        }
+    }
+}
+
+impl Resolved {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.root == RootIds::NONE && self.shared.is_none()
+    }
+
+    /// The local root's ids, if any.
+    pub(crate) fn root(&self) -> Option<RootIds> {
+        (self.root != RootIds::NONE).then_some(self.root)
+    }
 }
 
 /// A span's labels as cached or entered: the span, the close count of its bucket when the
-/// labels were looked up, and one reference to the labels.
+/// labels were looked up, and the labels.
+#[derive(Clone, Copy)]
 struct Held {
     id: u64,
     closes: u32,
@@ -92,22 +144,20 @@ impl Entered {
 
     /// The labels in force now (those of the innermost entered span).
     #[inline]
-    pub(crate) fn current(&self) -> Option<&Arc<LabelSet>> {
-        self.stack.last().and_then(|h| h.resolved.labels.as_ref())
+    pub(crate) fn current(&self) -> Resolved {
+        self.stack.last().map(|h| h.resolved).unwrap_or_default()
     }
 
-    /// Takes span `id`'s labels out of the cache if they are still valid: `Err` carries the
-    /// close count to pass to [`push`](Self::push) after looking the labels up.
+    /// Span `id`'s labels from the cache if they are still valid: `Err` carries the close count
+    /// to pass to [`push`](Self::push) after looking the labels up.
     #[inline]
-    pub(crate) fn take_cached(&mut self, id: u64, closes: &Closes) -> Result<(Resolved, u32), u32> {
+    pub(crate) fn cached(&self, id: u64, closes: &Closes) -> Result<(Resolved, u32), u32> {
         let now = closes.get(id);
-        let slot = &mut self.cache[Self::slot(id)];
-        match slot.take() {
+        // Compares through a reference and copies the labels alone: copying whole entries costs
+        // more than the compare.
+        match &self.cache[Self::slot(id)] {
             Some(held) if held.id == id && held.closes == now => Ok((held.resolved, now)),
-            other => {
-                *slot = other;
-                Err(now)
-            }
+            _ => Err(now),
         }
     }
 
@@ -123,11 +173,11 @@ impl Entered {
     }
 
     /// Exits span `id`: if it is the innermost, returns the labels it had and those in force
-    /// from now on (valid until the next call on this thread); its entry goes back into the
-    /// cache. A span that is entered but not innermost is removed without a switch (its labels
-    /// were not in force): `None` then, as for a span not entered at all.
+    /// from now on; its entry goes into the cache. A span that is entered but not innermost is
+    /// removed without a switch (its labels were not in force): `None` then, as for a span not
+    /// entered at all.
     #[inline]
-    pub(crate) fn exit(&mut self, id: u64) -> Option<Switch<'_>> {
+    pub(crate) fn exit(&mut self, id: u64) -> Option<(Resolved, Resolved)> {
         if self.stack.last().is_none_or(|top| top.id != id) {
             if let Some(pos) = self.stack.iter().rposition(|h| h.id == id) {
                 self.stack.remove(pos);
@@ -135,27 +185,19 @@ impl Entered {
             return None;
         }
         let held = self.stack.pop()?;
-        let slot = Self::slot(id);
-        self.cache[slot] = Some(held);
-        let this = &*self;
-        let from = this.cache[slot]
-            .as_ref()
-            .and_then(|h| h.resolved.labels.as_ref());
-        Some((from, this.current()))
+        self.cache[Self::slot(id)] = Some(held);
+        Some((held.resolved, self.current()))
     }
 }
-
-/// The labels in force before and after an exit.
-pub(crate) type Switch<'a> = (Option<&'a Arc<LabelSet>>, Option<&'a Arc<LabelSet>>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn set(v: &str) -> Resolved {
+    fn labels(span: u64) -> Resolved {
         Resolved {
-            labels: Some(Arc::new(LabelSet::from_pairs([("vehicle", v)]))),
-            built: true,
+            root: RootIds::new(opentelemetry::trace::SpanId::from(span), None).unwrap(),
+            shared: None,
         }
     }
 
@@ -163,40 +205,30 @@ mod tests {
     fn exit_caches_and_a_close_of_the_id_invalidates() {
         let closes = Closes::new();
         let mut entered = Entered::default();
-        let car = set("car");
-        assert!(entered.take_cached(7, &closes).is_err(), "never entered");
-        entered.push(7, closes.get(7), car.clone());
+        let car = labels(0xca);
+        assert!(entered.cached(7, &closes).is_err(), "never entered");
+        entered.push(7, closes.get(7), car);
         let (from, to) = entered.exit(7).unwrap();
-        assert!(Arc::ptr_eq(from.unwrap(), car.labels.as_ref().unwrap()));
-        assert!(to.is_none());
-        let (hit, _) = entered.take_cached(7, &closes).expect("cached after exit");
-        assert!(Arc::ptr_eq(
-            hit.labels.as_ref().unwrap(),
-            car.labels.as_ref().unwrap()
-        ));
-        assert!(
-            entered.take_cached(7, &closes).is_err(),
-            "taken while entered"
-        );
+        assert_eq!(from, car);
+        assert!(to.is_empty());
+        let (hit, _) = entered.cached(7, &closes).expect("cached after exit");
+        assert_eq!(hit, car);
         entered.push(7, closes.get(7), hit);
         entered.exit(7).unwrap();
         // Span 7 closes; its id may now name another span: the cached labels must not be used.
         closes.closed(7);
-        assert!(
-            entered.take_cached(7, &closes).is_err(),
-            "stale after close"
-        );
+        assert!(entered.cached(7, &closes).is_err(), "stale after close");
     }
 
     #[test]
     fn exit_of_a_span_that_is_not_innermost_switches_nothing() {
         let closes = Closes::new();
         let mut entered = Entered::default();
-        entered.push(1, closes.get(1), set("car"));
-        entered.push(2, closes.get(2), set("bike"));
+        entered.push(1, closes.get(1), labels(1));
+        entered.push(2, closes.get(2), labels(2));
         assert!(entered.exit(1).is_none());
-        assert_eq!(entered.current().unwrap().get("vehicle"), Some("bike"));
+        assert_eq!(entered.current(), labels(2));
         let (_, to) = entered.exit(2).unwrap();
-        assert!(to.is_none());
+        assert!(to.is_empty());
     }
 }

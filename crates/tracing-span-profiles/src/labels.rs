@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use opentelemetry::trace::{SpanId, TraceId};
 use smallvec::SmallVec;
 
 use crate::value::Value;
@@ -23,21 +24,21 @@ pub const SPAN_NAME_LABEL: &str = "span_name";
 /// The OTel span attribute that makes Grafana offer "Profiles for this span".
 pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
 
-/// An immutable, sorted set of pprof labels, shared (behind an `Arc`) by every span of a local
-/// trace that has the same labels, so entering a span never allocates.
+/// A sorted set of pprof labels. The layer keeps one per distinct combination of span name and
+/// field values, shared by every span with those labels, whatever request it serves: a request's
+/// own labels are its root's ids ([`RootIds`]), so it builds no set.
 ///
-/// Values are short (kept inline) or shared: a child span that adds a label of its own builds a
-/// set whose other values are its parent's, without allocating them again.
+/// Values are short (kept inline) or shared.
 #[derive(Default)]
 pub struct LabelSet {
-    /// Inline up to [`INLINE_LABELS`]: a set is then one allocation, its `Arc`.
+    /// Inline up to [`INLINE_LABELS`].
     pairs: SmallVec<[(Cow<'static, str>, Value); INLINE_LABELS]>,
-    /// Whether `span_id` is among the labels: asked at every intern and retire of a set.
+    /// Whether `span_id` is among the labels: asked at every intern of a set.
     names_span: bool,
     sink_slot: AtomicU64,
 }
 
-/// Labels a set holds without an allocation of its own: a local root's three and one field.
+/// Labels a set holds without an allocation of its own.
 const INLINE_LABELS: usize = 4;
 
 impl Clone for LabelSet {
@@ -79,9 +80,7 @@ impl LabelSet {
         set
     }
 
-    /// The labels of `parent` (none if `None`), for a span that adds labels of its own: up to
-    /// [`INLINE_LABELS`] labels in all, the set allocates nothing but its `Arc`, as the inline
-    /// room is there whatever is added (asking for more room than that would spill to the heap).
+    /// The labels of `parent` (none if `None`), for a span that adds labels of its own.
     pub(crate) fn extending(parent: Option<&LabelSet>) -> Self {
         let mut pairs = SmallVec::new();
         // From the slice, whose exact length lets `extend` write without a check per pair.
@@ -158,12 +157,6 @@ impl LabelSet {
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
-
-    /// Whether the labels live in an allocation of their own, apart from the set's.
-    #[cfg(test)]
-    pub(crate) fn spilled(&self) -> bool {
-        self.pairs.spilled()
-    }
 }
 
 impl fmt::Debug for LabelSet {
@@ -172,32 +165,115 @@ impl fmt::Debug for LabelSet {
     }
 }
 
+/// The ids of the local root span whose labels are in force: every sample taken while it or a
+/// child of it runs carries them (as `span_id` and `trace_id`).
+///
+/// Kept as numbers, not text: a request's ids are new with every request, and formatting them
+/// belongs to the few samples that name them, not to every span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RootIds {
+    /// The span id's bytes read big-endian (a valid span id is never 0).
+    span: u64,
+    /// The trace id's, likewise, in two words (0: not labelled).
+    trace: [u64; 2],
+}
+
+impl RootIds {
+    /// No ids: what a span outside any sampled local trace carries, in the layer's own records.
+    pub(crate) const NONE: RootIds = RootIds {
+        span: 0,
+        trace: [0; 2],
+    };
+
+    /// The ids of a root span, `trace_id` `None` when the trace id is not labelled. `None` if
+    /// `span_id` is invalid (all zeros).
+    pub fn new(span_id: SpanId, trace_id: Option<TraceId>) -> Option<Self> {
+        let span = u64::from_be_bytes(span_id.to_bytes());
+        let trace = trace_id.map_or(0, |t| u128::from_be_bytes(t.to_bytes()));
+        (span != 0).then_some(RootIds {
+            span,
+            trace: [(trace >> 64) as u64, trace as u64],
+        })
+    }
+
+    /// The root's OTel span id: the `span_id` label, and the root's `pyroscope.profile.id`.
+    pub fn span_id(&self) -> SpanId {
+        SpanId::from(self.span)
+    }
+
+    /// The root's trace id: the `trace_id` label, unless the layer leaves it off
+    /// ([`SpanProfileLayer::with_trace_id`](crate::SpanProfileLayer::with_trace_id)).
+    pub fn trace_id(&self) -> Option<TraceId> {
+        let trace = self.trace_u128();
+        (trace != 0).then(|| TraceId::from(trace))
+    }
+
+    /// The span id as a number, for sinks that store it as one.
+    #[cfg_attr(not(feature = "sampler"), allow(dead_code))]
+    pub(crate) fn span_u64(&self) -> u64 {
+        self.span
+    }
+
+    /// The trace id as a number (0: not labelled).
+    pub(crate) fn trace_u128(&self) -> u128 {
+        (u128::from(self.trace[0]) << 64) | u128::from(self.trace[1])
+    }
+}
+
+/// The labels in force while a span runs, as the layer hands them to a [`LabelSink`].
+///
+/// Two parts, so that a request builds no label set of its own: the local root's [`RootIds`],
+/// and the other labels (`span_name`, allow-listed fields) as a [`LabelSet`] the layer shares
+/// between all spans with the same values, for as long as the layer lives (so a sink may keep a
+/// memo in its [`sink_slot`](LabelSet::sink_slot)).
+#[derive(Debug, Clone, Copy)]
+pub struct SpanLabels<'a> {
+    /// The local root's ids, for spans of a sampled local trace.
+    pub root: Option<RootIds>,
+    /// `span_name` and field labels, if any.
+    pub shared: Option<&'a LabelSet>,
+}
+
+impl SpanLabels<'_> {
+    /// All the labels as one set, ids as lowercase hex: what a sample taken now carries. Allocates;
+    /// for sinks that need the labels as text at every switch, and for tests.
+    pub fn to_label_set(&self) -> LabelSet {
+        let mut set = self.shared.cloned().unwrap_or_default();
+        if let Some(root) = self.root {
+            set.insert(SPAN_ID_LABEL, root.span_id().to_string());
+            if let Some(trace_id) = root.trace_id() {
+                set.insert(TRACE_ID_LABEL, trace_id.to_string());
+            }
+        }
+        set
+    }
+}
+
+/// Equal when the ids are and the shared set is the same one: the layer gives equal contents
+/// one set, so comparing contents would only cost more.
+impl PartialEq for SpanLabels<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let same_set = match (self.shared, other.shared) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_set && self.root == other.root
+    }
+}
+
+impl Eq for SpanLabels<'_> {}
+
 /// Where the labels of the running span go: the profiler-specific half of the layer.
 ///
 /// The layer calls [`LabelSink::switch`] on the thread whose labels change, every time a span is
-/// entered or exited (that is, at every poll of an instrumented future), with the set that was in
-/// force and the set in force from now on. An implementation makes the samples taken on this thread
-/// from now on carry `to`. Because it runs on every poll, it should be cheap; the layer already
-/// skips calls where `from` and `to` are the same set.
-///
-/// The sets come as the layer's own `Arc`s, so a sink that must keep a set beyond the call (an
-/// interning table, say) keeps a reference instead of copying the labels: one set is built per
-/// sampled local root, that is per request.
+/// entered or exited (that is, at every poll of an instrumented future), with the labels that
+/// were in force and those in force from now on. An implementation makes the samples taken on
+/// this thread from now on carry `to`. Because it runs on every poll, it should be cheap; the
+/// layer already skips calls where `from` and `to` are the same.
 pub trait LabelSink: Send + Sync + 'static {
     /// The current thread's labels change from `from` to `to` (`None`: no span labels).
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>);
-
-    /// The span that built `set` closed: the layer will not switch to `set` again. Called once
-    /// per set the layer built, on the thread that closed the span.
-    ///
-    /// A sink that keeps sets (an interning table) can let go of this one now, unless a sample
-    /// still names it: freed here, the set's memory goes back to the thread that allocated it
-    /// while it is still in cache, instead of to a collector thread, for which freeing another
-    /// thread's memory costs several times more. Default: nothing.
-    #[inline]
-    fn retire(&self, set: &Arc<LabelSet>) {
-        let _ = set;
-    }
+    fn switch(&self, from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>);
 }
 
 /// A sink that drops labels, for tests and benchmarks of the layer itself.
@@ -209,30 +285,20 @@ pub struct NoLabels;
 
 impl LabelSink for NoLabels {
     #[inline]
-    fn switch(&self, _from: Option<&Arc<LabelSet>>, _to: Option<&Arc<LabelSet>>) {}
+    fn switch(&self, _from: Option<SpanLabels<'_>>, _to: Option<SpanLabels<'_>>) {}
 }
 
 impl<T: LabelSink + ?Sized> LabelSink for Arc<T> {
     #[inline]
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
+    fn switch(&self, from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
         (**self).switch(from, to)
-    }
-
-    #[inline]
-    fn retire(&self, set: &Arc<LabelSet>) {
-        (**self).retire(set)
     }
 }
 
 impl<T: LabelSink + ?Sized> LabelSink for Box<T> {
     #[inline]
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
+    fn switch(&self, from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
         (**self).switch(from, to)
-    }
-
-    #[inline]
-    fn retire(&self, set: &Arc<LabelSet>) {
-        (**self).retire(set)
     }
 }
 

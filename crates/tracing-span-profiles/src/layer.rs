@@ -1,14 +1,14 @@
 //! The `tracing` layer that turns the running span into profiler labels.
 //!
 //! State lives where `tracing-opentelemetry` keeps its own: in span extensions (the span's own
-//! label-relevant fields and, once resolved, its shared [`LabelSet`]). What is running on a thread
+//! label-relevant fields and, once resolved, its labels: its local root's ids and one of the
+//! layer's shared label sets). What is running on a thread
 //! is a per-thread stack of entered spans, because under tokio a thread interleaves polls of many
 //! tasks and a task hops threads at every `.await`: labels must follow enter/exit of each poll, not
 //! span creation and close.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
@@ -22,9 +22,8 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::entered::{Closes, Entered, Resolved};
-use super::labels::{
-    LabelSet, LabelSink, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL, TRACE_ID_LABEL,
-};
+use super::labels::{LabelSink, PROFILE_ID_ATTRIBUTE, RootIds, SPAN_NAME_LABEL, SpanLabels};
+use super::shared_sets::SharedSets;
 use super::value::Value;
 
 /// Longest label value kept; longer values are cut so a stray field cannot blow up a profile.
@@ -99,11 +98,13 @@ pub struct SpanProfileLayer<K> {
     entered: ThreadLocal<RefCell<Entered>>,
     /// Per bucket of span ids, how many closed: what keeps the per-thread caches honest.
     closes: Closes,
+    /// The span-name and field labels of every span, one set per distinct content.
+    shared: SharedSets,
 }
 
 /// Per-span state kept in the span's extensions.
 #[derive(Default)]
-struct SpanLabels {
+struct SpanState {
     /// Allow-listed field values recorded on this span, by index into the options' field list.
     fields: SmallVec<[(usize, Value); 2]>,
     /// `otel.name`, which names the OTel span (and so `span_name`) when set.
@@ -112,7 +113,7 @@ struct SpanLabels {
     resolved: Option<Resolved>,
 }
 
-impl SpanLabels {
+impl SpanState {
     /// No label field and no `otel.name`: a span's state is then not stored until its first
     /// enter.
     fn keeps_nothing(&self) -> bool {
@@ -129,6 +130,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
             options: Options::default(),
             entered: ThreadLocal::new(),
             closes: Closes::new(),
+            shared: SharedSets::default(),
         }
     }
 
@@ -167,8 +169,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
 
     /// The labels in force while `span` runs, resolving (and memoizing) them on first use.
     ///
-    /// After the first enter this is one extension lookup and one reference count increment:
-    /// the span's resolved set is shared, never rebuilt.
+    /// After the first enter this is one extension lookup: the span's labels are a few words.
     #[inline]
     fn labels_of<S>(&self, span: &SpanRef<'_, S>) -> Resolved
     where
@@ -176,74 +177,78 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     {
         if let Some(resolved) = span
             .extensions()
-            .get::<SpanLabels>()
-            .and_then(|l| l.resolved.clone())
+            .get::<SpanState>()
+            .and_then(|l| l.resolved)
         {
             return resolved;
         }
         self.resolve(span)
     }
 
-    /// First enter of `span`: builds its labels from its parent's, its OTel ids and its own
-    /// fields, and stores them in its extensions.
+    /// First enter of `span`: its labels from its parent's, its OTel ids and its own fields,
+    /// stored in its extensions. Builds a label set only for a combination of span name and
+    /// field values not seen before.
     #[cold]
     fn resolve<S>(&self, span: &SpanRef<'_, S>) -> Resolved
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let parent_span = span.parent();
-        let parent = parent_span.as_ref().and_then(|p| self.labels_of(p).labels);
+        let parent = parent_span
+            .as_ref()
+            .map(|p| self.labels_of(p))
+            .unwrap_or_default();
         let gets_id = !self.options.root_only || parent_span.is_none();
         // Asking tracing-opentelemetry for the context takes the span's extensions itself: hold
         // none of ours meanwhile.
-        let ids = if gets_id {
+        let linked = if gets_id {
             self.link_to_otel_span(&span.id())
         } else {
             None
         };
 
         let mut extensions = span.extensions_mut();
-        let state = extensions.get_mut::<SpanLabels>();
-        let own_fields = state.as_ref().is_some_and(|s| !s.fields.is_empty());
-        let built = ids.is_some() || own_fields;
-        let labels = if !built {
-            parent
-        } else {
-            let mut set = LabelSet::extending(parent.as_deref());
-            // In key order (span_id, span_name, trace_id), so each insert is a push.
-            if let Some((span_id, trace_id)) = ids {
-                set.insert_value(SPAN_ID_LABEL.into(), Value::Shared(span_id));
-                if self.options.span_name {
-                    let name = state.as_ref().and_then(|s| s.otel_name.clone());
-                    let name = name.unwrap_or(Value::Static(span.name()));
-                    set.insert_value(SPAN_NAME_LABEL.into(), name);
-                }
-                if let Some(trace_id) = trace_id {
-                    set.insert_value(TRACE_ID_LABEL.into(), trace_id);
-                }
-            }
+        let state = extensions.get_mut::<SpanState>();
+        let names = linked.is_some() && self.options.span_name;
+        let name = names.then(|| {
+            let otel_name = state.as_ref().and_then(|s| s.otel_name.clone());
+            otel_name.unwrap_or(Value::Static(span.name()))
+        });
+        let shared = {
+            let mut added: SmallVec<[(&'static str, &Value); 4]> = SmallVec::new();
+            added.extend(name.as_ref().map(|name| (SPAN_NAME_LABEL, name)));
             if let Some(state) = state.as_ref() {
-                for (i, value) in &state.fields {
-                    set.insert_value(self.options.fields[*i].into(), value.clone());
-                }
+                added.extend(
+                    state
+                        .fields
+                        .iter()
+                        .map(|(i, v)| (self.options.fields[*i], v)),
+                );
             }
-            Some(Arc::new(set))
+            if added.is_empty() {
+                parent.shared
+            } else {
+                self.shared.extend(parent.shared, &added).or(parent.shared)
+            }
         };
-        let resolved = Resolved { labels, built };
+        let resolved = Resolved {
+            root: linked.unwrap_or(parent.root),
+            shared,
+        };
         match state {
-            Some(state) => state.resolved = Some(resolved.clone()),
-            None => extensions.insert(SpanLabels {
-                resolved: Some(resolved.clone()),
-                ..SpanLabels::default()
+            Some(state) => state.resolved = Some(resolved),
+            None => extensions.insert(SpanState {
+                resolved: Some(resolved),
+                ..SpanState::default()
             }),
         }
         resolved
     }
 
-    /// Marks the span's OTel span with `pyroscope.profile.id` and returns its span id and (when
-    /// labelled) its trace id, if the span is sampled. The OTel span is started here if it was not
-    /// yet. The attribute and the `span_id` label share one string.
-    fn link_to_otel_span(&self, id: &span::Id) -> Option<(Arc<str>, Option<Value>)> {
+    /// Marks the span's OTel span with `pyroscope.profile.id` and returns its ids (the trace id
+    /// only when labelled), if the span is sampled. The OTel span is started here if it was not
+    /// yet.
+    fn link_to_otel_span(&self, id: &span::Id) -> Option<RootIds> {
         let cx = tracing::dispatcher::get_default(|dispatch: &Dispatch| {
             tracing_opentelemetry::get_otel_context(id, dispatch)
         })?;
@@ -252,17 +257,14 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         if !span_context.is_valid() || !span_context.is_sampled() {
             return None;
         }
-        let span_id =
-            with_hex::<16, Arc<str>>(&span_context.span_id().to_bytes(), |hex| hex.into());
-        span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, span_id.clone()));
-        let trace_id = self
-            .options
-            .trace_id
-            .then(|| with_hex::<32, _>(&span_context.trace_id().to_bytes(), Value::new));
-        Some((span_id, trace_id))
+        let span_id = span_context.span_id();
+        let hex = with_hex::<16, String>(&span_id.to_bytes(), str::to_owned);
+        span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex));
+        let trace_id = self.options.trace_id.then(|| span_context.trace_id());
+        RootIds::new(span_id, trace_id)
     }
 
-    fn record_fields(&self, state: &mut SpanLabels, record: impl FnOnce(&mut dyn Visit)) {
+    fn record_fields(&self, state: &mut SpanState, record: impl FnOnce(&mut dyn Visit)) {
         let mut visitor = FieldVisitor {
             options: &self.options,
             state,
@@ -279,7 +281,7 @@ where
     /// Keeps the span's label fields and `otel.name`, if it has any: a span without them gets
     /// its state only when first entered.
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        let mut state = SpanLabels::default();
+        let mut state = SpanState::default();
         self.record_fields(&mut state, |v| attrs.record(v));
         if state.keeps_nothing() {
             return;
@@ -302,12 +304,12 @@ where
         }
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        match extensions.get_mut::<SpanLabels>() {
+        match extensions.get_mut::<SpanState>() {
             // Labels already resolved stay as they are: the samples taken so far carried them.
             Some(state) => self.record_fields(state, |v| values.record(v)),
             // Not entered yet (a resolved span has its state), and nothing kept so far.
             None => {
-                let mut state = SpanLabels::default();
+                let mut state = SpanState::default();
                 self.record_fields(&mut state, |v| values.record(v));
                 if !state.keeps_nothing() {
                     extensions.insert(state);
@@ -326,14 +328,14 @@ where
             return;
         };
         let raw = id.into_u64();
-        let (resolved, closes) = match entered.take_cached(raw, &self.closes) {
+        let (resolved, closes) = match entered.cached(raw, &self.closes) {
             Ok(hit) => hit,
             Err(closes) => {
                 let Some(span) = ctx.span(id) else { return };
                 (self.labels_of(&span), closes)
             }
         };
-        self.switch(entered.current(), resolved.labels.as_ref());
+        self.switch(entered.current(), resolved);
         entered.push(raw, closes, resolved);
     }
 
@@ -351,59 +353,30 @@ where
         }
     }
 
-    /// Invalidates the cached labels of the span's id on every thread (the id may be reused),
-    /// and tells the sink that a set this span built will not be switched to again.
-    ///
-    /// A span usually closes on the thread that last exited it, just after: this thread's cache
-    /// then says whether it built a set, and the span is not looked up.
-    fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        let raw = id.into_u64();
-        let cached = self.entered.get().and_then(|cell| {
-            cell.try_borrow_mut()
-                .ok()?
-                .take_cached(raw, &self.closes)
-                .ok()
-        });
-        self.closes.closed(raw);
-        if let Some((resolved, _)) = cached {
-            self.retire(&resolved);
-            return;
-        }
-        let Some(span) = ctx.span(&id) else { return };
-        let extensions = span.extensions();
-        if let Some(resolved) = extensions
-            .get::<SpanLabels>()
-            .and_then(|s| s.resolved.as_ref())
-        {
-            self.retire(resolved);
-        }
+    /// Invalidates the cached labels of the span's id on every thread: the id may be reused.
+    fn on_close(&self, id: span::Id, _ctx: Context<'_, S>) {
+        self.closes.closed(id.into_u64());
     }
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
-    /// A closed span's set, if it built one, will not be switched to again.
-    fn retire(&self, resolved: &Resolved) {
-        if let Resolved {
-            labels: Some(set),
-            built: true,
-        } = resolved
-        {
-            self.sink.retire(set);
+    /// Calls the sink unless `from` and `to` are the same labels (the common case for a child
+    /// span without labels of its own).
+    #[inline]
+    fn switch(&self, from: Resolved, to: Resolved) {
+        if from != to {
+            self.sink.switch(self.view(from), self.view(to));
         }
     }
 
-    /// Calls the sink unless `from` and `to` are the same set (the common case for a child
-    /// span without labels of its own).
+    /// `resolved` as the sink sees it.
     #[inline]
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
-        let same = match (from, to) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            self.sink.switch(from, to);
-        }
+    fn view(&self, resolved: Resolved) -> Option<SpanLabels<'_>> {
+        (!resolved.is_empty()).then(|| SpanLabels {
+            root: resolved.root(),
+            // SAFETY: the set is one of this layer's, which lives as long as the borrow of it.
+            shared: resolved.shared.map(|set| unsafe { set.get() }),
+        })
     }
 }
 
@@ -421,7 +394,7 @@ impl Visit for AnyKept<'_> {
 
 struct FieldVisitor<'a> {
     options: &'a Options,
-    state: &'a mut SpanLabels,
+    state: &'a mut SpanState,
 }
 
 /// Where a recorded field goes, for the fields the layer keeps.

@@ -23,7 +23,6 @@ struct Mirror {
     current: Arc<Mutex<HashMap<ThreadId, Option<LabelSet>>>>,
     switches: Arc<Mutex<usize>>,
     inconsistencies: Arc<Mutex<Vec<String>>>,
-    retired: Arc<Mutex<Vec<LabelSet>>>,
 }
 
 impl Mirror {
@@ -38,21 +37,18 @@ impl Mirror {
 }
 
 impl LabelSink for Mirror {
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
+    fn switch(&self, from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
         let mut current = self.current.lock().unwrap();
         let slot = current.entry(std::thread::current().id()).or_default();
-        if slot.as_ref() != from.map(|s| &**s) {
+        let from = from.map(|l| l.to_label_set());
+        if *slot != from {
             self.inconsistencies
                 .lock()
                 .unwrap()
                 .push(format!("from {from:?} but thread had {slot:?}"));
         }
-        *slot = to.map(|s| (**s).clone());
+        *slot = to.map(|l| l.to_label_set());
         *self.switches.lock().unwrap() += 1;
-    }
-
-    fn retire(&self, set: &Arc<LabelSet>) {
-        self.retired.lock().unwrap().push((**set).clone());
     }
 }
 
@@ -111,10 +107,6 @@ fn fields_are_inherited_and_exit_restores_exactly() {
     assert!(mirror.inconsistencies.lock().unwrap().is_empty());
     // Entering a child that inherits the very same set costs no switch: car, bike, car, none.
     assert_eq!(*mirror.switches.lock().unwrap(), 4);
-    // Each set a span built is retired once, when that span closes; inherited sets are not.
-    let retired: Vec<_> = mirror.retired.lock().unwrap().drain(..).collect();
-    let vehicles: Vec<_> = retired.iter().map(|s| s.get("vehicle")).collect();
-    assert_eq!(vehicles, vec![Some("bike"), Some("car")]);
 }
 
 #[test]
@@ -134,23 +126,6 @@ fn field_values_are_cut_and_unlisted_fields_ignored() {
         let _u = tracing::info_span!("order", vehicle = accented.as_str()).entered();
         assert_eq!(mirror.label("vehicle").unwrap(), accented[..127]);
     });
-}
-
-/// A span usually closes where it last ran, and the layer then finds its set in that thread's
-/// cache; one that closes on another thread is looked up, and its set is retired all the same.
-#[test]
-fn a_span_closed_on_another_thread_retires_its_set() {
-    let mirror = Mirror::default();
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer(&mirror)));
-    let span = tracing::dispatcher::with_default(&dispatch, || {
-        let span = tracing::info_span!("order_car", vehicle = "car");
-        drop(span.enter());
-        span
-    });
-    std::thread::spawn(move || drop(span)).join().unwrap();
-    let retired = mirror.retired.lock().unwrap();
-    let vehicles: Vec<_> = retired.iter().map(|s| s.get("vehicle")).collect();
-    assert_eq!(vehicles, vec![Some("car")]);
 }
 
 /// A label field declared empty and recorded before the span is first entered labels it, as a
@@ -214,32 +189,49 @@ fn sampled_local_root_gets_profile_id_equal_to_its_span_id() {
     assert_eq!(seen[1].get(TRACE_ID_LABEL), Some(trace_id.as_str()));
 }
 
-/// The sets of a request (its root's three labels, and those plus a field for a child) are one
-/// allocation each: the child's four labels stay in the set's inline room.
+/// What a request's spans hand the sink: its root's ids, which differ from request to request,
+/// and shared sets, which do not: requests with the same span name and fields build and intern
+/// no set of their own.
 #[test]
-fn a_requests_sets_hold_their_labels_inline() {
+fn requests_share_their_label_sets_and_differ_by_ids() {
     let (provider, _exporter) = otel(Sampler::AlwaysOn);
-    let spilled = Arc::new(Mutex::new(Vec::new()));
-    struct Spill(Arc<Mutex<Vec<(usize, bool)>>>);
-    impl LabelSink for Spill {
-        fn switch(&self, _from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
-            if let Some(set) = to {
-                self.0.lock().unwrap().push((set.len(), set.spilled()));
+    type Seen = Vec<(Option<RootIds>, usize)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    struct Record(Arc<Mutex<Seen>>);
+    impl LabelSink for Record {
+        fn switch(&self, _from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
+            if let Some(to) = to {
+                let set = to.shared.map_or(0, |s| s as *const LabelSet as usize);
+                self.0.lock().unwrap().push((to.root, set));
             }
         }
     }
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-        .with(SpanProfileLayer::new(Spill(spilled.clone())).with_label_field("vehicle"));
+        .with(SpanProfileLayer::new(Record(seen.clone())).with_label_field("vehicle"));
     tracing::subscriber::with_default(subscriber, || {
-        let _root = tracing::info_span!("HTTP request", otel.name = "GET /car").entered();
-        let _order = tracing::info_span!("order_car", vehicle = "car").entered();
+        for _request in 0..2 {
+            let _root = tracing::info_span!("HTTP request", otel.name = "GET /car").entered();
+            let _order = tracing::info_span!("order_car", vehicle = "car").entered();
+        }
     });
-    // Root, child, and the root again when the child exits.
+    let seen = seen.lock().unwrap();
+    // Per request: root, child, and the root again when the child exits.
+    assert_eq!(seen.len(), 6);
+    let (first, second) = seen.split_at(3);
+    let sets = |r: &[(Option<RootIds>, usize)]| r.iter().map(|s| s.1).collect::<Vec<_>>();
     assert_eq!(
-        *spilled.lock().unwrap(),
-        vec![(3, false), (4, false), (3, false)]
+        sets(first),
+        sets(second),
+        "the same sets, request after request"
     );
+    assert_ne!(
+        first[0].1, first[1].1,
+        "the child's field makes a set of its own"
+    );
+    assert!(first.iter().all(|s| s.0.is_some() && s.0 == first[0].0));
+    assert!(second.iter().all(|s| s.0 == second[0].0));
+    assert_ne!(first[0].0, second[0].0, "each request has its own root");
 }
 
 #[test]

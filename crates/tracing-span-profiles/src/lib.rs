@@ -7,11 +7,13 @@
 //! crate does both:
 //!
 //! - [`SpanProfileLayer`], a `tracing` layer, sees each span enter and exit (every poll, under
-//!   tokio), computes once per span the [`LabelSet`] it stands for, and hands the thread's
-//!   current set to a [`LabelSink`];
+//!   tokio), works out once per span the [`SpanLabels`] it stands for (its local root's ids, and
+//!   a [`LabelSet`] of the other labels that it keeps once for all spans with the same values),
+//!   and hands the thread's current labels to a [`LabelSink`];
 //! - the sampler (feature `sampler`, Linux on x86_64 and aarch64) is a SIGPROF CPU profiler whose
-//!   sink stores the set's id in a per-thread slot and whose signal handler copies that slot into
-//!   each sample: a label switch takes no lock, allocates nothing and makes no system call;
+//!   sink stores the set's id and the ids in a per-thread slot and whose signal handler copies
+//!   that slot into each sample: a label switch takes no lock, allocates nothing and makes no
+//!   system call;
 //! - [`Profiler`] (feature `push`) runs the sampler and pushes its profiles to Pyroscope from a
 //!   thread of its own, with a bounded backlog, so a slow or absent server never touches a request.
 //!
@@ -54,10 +56,11 @@
 //!
 //! # What it costs
 //!
-//! Per span, once: building its label set (an allocation, at its first enter) and, for the
-//! sampler, interning it under a mutex. Per poll: one thread-local stack push and pop, and a
+//! Per span, once, at its first enter: reading its root's ids, and finding its set of other
+//! labels in a per-thread memo (built and, for the sampler, interned under a mutex only the first
+//! time a combination of values is seen). Per poll: one thread-local stack push and pop, and a
 //! sink switch only when the labels differ from the enclosing span's, which for the sampler is
-//! a few relaxed atomic loads and one store. Per sample: the stack unwind in the signal handler
+//! a few relaxed atomic loads and four stores. Per sample: the stack unwind in the signal handler
 //! and a write into a preallocated ring; symbolization and encoding run on the collector and
 //! push threads, once per upload interval.
 //!
@@ -95,6 +98,7 @@ mod profiler;
 mod push;
 #[cfg(feature = "sampler")]
 pub mod sampler;
+mod shared_sets;
 #[cfg(feature = "thread-tags")]
 mod thread_tags;
 mod value;
@@ -102,8 +106,8 @@ mod value;
 #[cfg(feature = "push")]
 pub use config::{Error, ProfilerConfig};
 pub use labels::{
-    LabelSet, LabelSink, NoLabels, PROFILE_ID_ATTRIBUTE, SPAN_ID_LABEL, SPAN_NAME_LABEL,
-    TRACE_ID_LABEL,
+    LabelSet, LabelSink, NoLabels, PROFILE_ID_ATTRIBUTE, RootIds, SPAN_ID_LABEL, SPAN_NAME_LABEL,
+    SpanLabels, TRACE_ID_LABEL,
 };
 pub use layer::SpanProfileLayer;
 #[cfg(feature = "otlp")]

@@ -1,13 +1,12 @@
 //! A running CPU profiler, the label sink that matches it, and the thread that pushes its
 //! profiles.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pyroscope::backend::{BackendImpl, BackendReady, BackendUninitialized};
 
 use crate::config::{Error, ProfilerConfig};
-use crate::labels::{LabelSet, LabelSink};
+use crate::labels::{LabelSink, SpanLabels};
 use crate::layer::SpanProfileLayer;
 use crate::push::{Destination, ProfilePusher, PushTarget, PushTotals, Schedule, USER_AGENT};
 
@@ -36,7 +35,7 @@ enum Sink {
 
 impl LabelSink for ProfilerLabels {
     #[inline]
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
+    fn switch(&self, from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
         match &self.0 {
             Sink::None => {}
             #[cfg(feature = "sampler")]
@@ -44,15 +43,6 @@ impl LabelSink for ProfilerLabels {
             #[cfg(feature = "thread-tags")]
             Sink::ThreadTags(sink) => sink.switch(from, to),
         }
-    }
-
-    #[inline]
-    fn retire(&self, set: &Arc<LabelSet>) {
-        #[cfg(feature = "sampler")]
-        if let Sink::Sampler(sink) = &self.0 {
-            sink.retire(set);
-        }
-        let _ = set;
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use pyroscope::ThreadId;
 use pyroscope::backend::{Backend, BackendImpl, BackendReady, Tag, ThreadTag};
 
-use super::labels::{LabelSet, LabelSink};
+use super::labels::{LabelSink, SpanLabels};
 
 type SharedBackend = Arc<Mutex<Option<Box<dyn Backend>>>>;
 
@@ -46,18 +46,20 @@ impl ThreadTagSink {
 }
 
 impl LabelSink for ThreadTagSink {
-    fn switch(&self, from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
+    fn switch(&self, from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
+        let from = from.map(|f| f.to_label_set());
+        let to = to.map(|t| t.to_label_set());
         // Only the difference: each call costs a report flush.
-        if let Some(from) = from {
+        if let Some(from) = &from {
             for (k, v) in from.iter() {
-                if to.and_then(|t| t.get(k)) != Some(v) {
+                if to.as_ref().and_then(|t| t.get(k)) != Some(v) {
                     self.tag(false, k, v);
                 }
             }
         }
-        if let Some(to) = to {
+        if let Some(to) = &to {
             for (k, v) in to.iter() {
-                if from.and_then(|f| f.get(k)) != Some(v) {
+                if from.as_ref().and_then(|f| f.get(k)) != Some(v) {
                     self.tag(true, k, v);
                 }
             }

@@ -43,6 +43,15 @@ impl Value {
             Value::Shared(text) => text,
         }
     }
+
+    /// The text's bytes, without the UTF-8 check `as_str` makes: for comparing and hashing.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Value::Static(text) => text.as_bytes(),
+            Value::Shared(text) => text.as_bytes(),
+        }
+    }
 }
 
 impl From<Arc<str>> for Value {
@@ -54,7 +63,7 @@ impl From<Arc<str>> for Value {
 /// Values are equal when their text is, however each is stored.
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -62,7 +71,7 @@ impl Eq for Value {}
 
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        self.as_bytes().hash(state)
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
+use opentelemetry::trace::{SpanId, TraceId};
 use prost::Message;
 use pyroscope::backend::{BackendConfig, BackendImpl, BackendReady, ReportData};
 use pyroscope::encode::r#gen::google::Profile;
@@ -22,11 +23,19 @@ use tracing_span_profiles::sampler::{
     MAX_LABEL_SETS, MAX_SAMPLE_RATE, SampleLabels, SamplerConfig, SamplerStats, sampler_backend,
     stats,
 };
-use tracing_span_profiles::{LabelSet, LabelSink};
+use tracing_span_profiles::{LabelSet, LabelSink, RootIds, SpanLabels};
 
 mod counting;
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// `set` as the layer hands a shared set over, with no local root.
+fn shared(set: &LabelSet) -> Option<SpanLabels<'_>> {
+    Some(SpanLabels {
+        root: None,
+        shared: Some(set),
+    })
+}
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -148,9 +157,9 @@ macro_rules! burner {
     ($name:ident, $seed:expr) => {
         #[inline(never)]
         fn $name(sink: &SampleLabels, set: &Arc<LabelSet>, iters: u64) -> u64 {
-            sink.switch(None, Some(set));
+            sink.switch(None, shared(set));
             let r = spin(iters, $seed);
-            sink.switch(Some(set), None);
+            sink.switch(shared(set), None);
             r
         }
     };
@@ -270,19 +279,19 @@ fn labels_follow_tasks_interleaved_on_two_workers() {
 
 #[inline(never)]
 fn outer_a(sink: &SampleLabels, a: &Arc<LabelSet>, b: &Arc<LabelSet>, iters: u64) -> u64 {
-    sink.switch(None, Some(a));
+    sink.switch(None, shared(a));
     let mut r = spin_a_before(iters);
     r ^= nested_b(sink, a, b, iters);
     r ^= spin_a_after(iters);
-    sink.switch(Some(a), None);
+    sink.switch(shared(a), None);
     r
 }
 
 #[inline(never)]
 fn nested_b(sink: &SampleLabels, a: &Arc<LabelSet>, b: &Arc<LabelSet>, iters: u64) -> u64 {
-    sink.switch(Some(a), Some(b));
+    sink.switch(shared(a), shared(b));
     let r = spin_b(iters);
-    sink.switch(Some(b), Some(a));
+    sink.switch(shared(b), shared(a));
     r
 }
 
@@ -304,47 +313,51 @@ fn spin_b(iters: u64) -> u64 {
     black_box(spin(iters, 7))
 }
 
-/// A span's set retired as its span closes, before the collector has read the samples taken
-/// under it, still labels them: retire frees only sets no sample named. Sets never sampled are
-/// freed at once.
+#[inline(never)]
+fn burn_ids(sink: &SampleLabels, labels: SpanLabels<'_>, iters: u64) -> u64 {
+    sink.switch(None, Some(labels));
+    let r = spin(iters, 13);
+    sink.switch(Some(labels), None);
+    r
+}
+
+/// A request's ids travel as numbers beside its shared set: every sample taken under them
+/// carries them as `span_id` and `trace_id` in hex, and no request interns anything.
 #[test]
-fn sets_retired_right_after_their_samples_still_label_them() {
+fn request_ids_label_their_samples_with_nothing_interned_per_request() {
     let _serial = serial();
-    let _watchdog = watchdog("retire", Duration::from_secs(120));
+    let _watchdog = watchdog("request ids", Duration::from_secs(120));
     let per_burn = 2_000 * iters_per_us();
-    // No reclaim during the test: a stale label could only come from retiring.
     let (mut backend, sink) = start(1000, Duration::from_secs(600));
     let before = stats();
-    for i in 0..300u64 {
-        let set = |kind: &str| {
-            Arc::new(LabelSet::from_pairs([
-                ("span_id", format!("{i:016x}")),
-                ("burn", kind.to_string()),
-            ]))
+    let set = LabelSet::from_pairs([("burn", "ids")]);
+    for i in 1..=300u64 {
+        let labels = SpanLabels {
+            root: RootIds::new(
+                SpanId::from(i),
+                Some(TraceId::from((u128::from(i) << 64) | 7)),
+            ),
+            shared: Some(&set),
         };
-        let busy = set("a");
-        black_box(burn_a(&sink, &busy, per_burn));
-        sink.retire(&busy);
-        let idle = set("b");
-        sink.switch(None, Some(&idle));
-        sink.switch(Some(&idle), None);
-        sink.retire(&idle);
+        black_box(burn_ids(&sink, labels, per_burn));
     }
     let reports = report(&mut backend);
     backend.shutdown().unwrap();
     let d = delta(&before, &stats());
     let stacks = stacks(&reports);
-    let labelled = check_attribution(&stacks).get("a").copied().unwrap_or(0);
-    eprintln!("retire: {labelled} samples labelled, stats delta {d:?}");
-    assert_eq!(
-        d.samples_stale_labels, 0,
-        "a retired set was sampled: {d:?}"
-    );
-    assert!(labelled >= 200, "{labelled} labelled samples: {d:?}");
-    assert!(
-        d.label_sets_retired >= 250,
-        "unsampled sets freed at once: {d:?}"
-    );
+    let mut labelled = 0;
+    for stack in stacks.iter().filter(|s| s.labels.contains_key("span_id")) {
+        assert_eq!(stack.labels.get("burn").map(String::as_str), Some("ids"));
+        assert!(has_frame(stack, "burn_ids"), "{stack:?}");
+        let span = u64::from_str_radix(&stack.labels["span_id"], 16).unwrap();
+        assert!((1..=300).contains(&span), "{stack:?}");
+        assert_eq!(stack.labels["span_id"].len(), 16);
+        assert_eq!(stack.labels["trace_id"], format!("{span:016x}{:016x}", 7));
+        labelled += stack.count;
+    }
+    eprintln!("request ids: {labelled} labelled periods, stats delta {d:?}");
+    assert!(labelled >= 200, "{labelled} labelled periods: {d:?}");
+    assert!(d.label_sets_interned <= 1, "one shared set: {d:?}");
 }
 
 #[test]
@@ -437,7 +450,7 @@ fn overflowing_the_label_table_keeps_samples_without_labels() {
         .map(|i| Arc::new(LabelSet::from_pairs([("filler", i.to_string())])))
         .collect();
     for f in &fillers {
-        sink.switch(None, Some(f));
+        sink.switch(None, shared(f));
     }
     sink.switch(None, None);
     let extra = Arc::new(LabelSet::from_pairs([("burn", "a"), ("task", "overflow")]));
@@ -532,7 +545,7 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                         ("span_id", format!("{:016x}", (t << 40) | (n / 4))),
                         ("span_name", "stress".to_string()),
                     ]));
-                    sink.switch(None, Some(&set));
+                    sink.switch(None, shared(&set));
                     for i in 0..64 {
                         local.push(vec![i as u8; (n as usize * 31 + i * 17) % 4096 + 1].into());
                     }
@@ -547,15 +560,13 @@ fn survives_1000hz_with_heavy_allocation_and_locks() {
                         .unwrap()
                         .insert(n % 512, vec![0; (n % 1024) as usize]);
                     black_box(shared_map.read().unwrap().get(&(n % 97)).map(Vec::len));
-                    sink.switch(Some(&set), None);
-                    // Its span closed: freed now unless a sample named it, racing the handler.
-                    sink.retire(&set);
+                    sink.switch(shared(&set), None);
                     if n % 256 == 0 {
                         // Short-lived threads: TLS slot registration and removal under signals.
                         std::thread::spawn(move || {
                             let set =
                                 Arc::new(LabelSet::from_pairs([("span_name", format!("t{n}"))]));
-                            sink.switch(None, Some(&set));
+                            sink.switch(None, shared(&set));
                             black_box(spin(20_000, n));
                             black_box(vec![0u8; 10_000]);
                         })
@@ -840,7 +851,7 @@ fn timers_follow_threads_that_come_and_go() {
     let during = std::thread::scope(|s| {
         for _ in 0..extra {
             s.spawn(|| {
-                sink.switch(None, Some(&set));
+                sink.switch(None, shared(&set));
                 go.wait();
                 done.wait();
             });
@@ -893,7 +904,7 @@ fn switch_fast_path_allocates_nothing() {
         .map(|i| Arc::new(LabelSet::from_pairs([("span_id", format!("{i:016x}"))])))
         .collect();
     for s in &sets {
-        sink.switch(None, Some(s)); // first sight: interns
+        sink.switch(None, shared(s)); // first sight: interns
     }
     let allocs = counting::allocations();
     let n = 200_000;
@@ -901,7 +912,7 @@ fn switch_fast_path_allocates_nothing() {
     for i in 0..n {
         let from = black_box(&sets[i % 8]);
         let to = black_box(&sets[(i + 1) % 8]);
-        sink.switch(Some(from), Some(to));
+        sink.switch(shared(from), shared(to));
     }
     let per_switch = t.elapsed().as_secs_f64() * 1e9 / n as f64;
     sink.switch(None, None);
@@ -1007,7 +1018,6 @@ fn delta(before: &SamplerStats, after: &SamplerStats) -> SamplerStats {
         label_sets_live: after.label_sets_live,
         label_sets_interned: after.label_sets_interned - before.label_sets_interned,
         label_sets_reclaimed: after.label_sets_reclaimed - before.label_sets_reclaimed,
-        label_sets_retired: after.label_sets_retired - before.label_sets_retired,
         label_switches_overflowed: after.label_switches_overflowed
             - before.label_switches_overflowed,
     }

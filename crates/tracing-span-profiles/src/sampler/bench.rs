@@ -6,15 +6,14 @@
 //! what the collector and `report()` do per batch of samples (drain the ring into counts per label
 //! set and stack, then symbolize them into reports).
 
-use std::sync::Arc;
-
 use pyroscope::backend::BackendConfig;
 
 use super::collect::{Aggregator, Symbolizer};
 use super::here::current_regs;
-use super::interner::{LabelTable, NO_LABELS};
+use super::interner::LabelTable;
 use super::ring::Ring;
 use super::signal::{self, Shared};
+use super::thread::SlotLabels;
 use super::unwind::{self, Pool};
 use crate::LabelSet;
 
@@ -35,7 +34,7 @@ impl SampleBench {
     /// calling thread as its first label switch does, so that its stack bounds are known and
     /// stack reads are plain loads, as on a service's workers.
     pub fn new() -> Self {
-        super::thread::set_current(NO_LABELS);
+        super::thread::set_current(SlotLabels::NONE);
         SampleBench {
             shared: Shared {
                 ring: Ring::new(1024),
@@ -80,46 +79,46 @@ pub struct CollectBench {
     ring: Ring,
     aggregator: Aggregator,
     symbolizer: Symbolizer,
-    words: Vec<u64>,
+    word: u64,
+    requests: u64,
     stacks: Vec<Vec<u64>>,
-    /// Keeps the interned sets alive, as the layer's spans would.
-    _sets: Vec<Arc<LabelSet>>,
+    /// The shared set the samples name, kept alive as the layer keeps its sets.
+    _set: LabelSet,
 }
 
 impl CollectBench {
-    /// `label_sets` distinct sets (one per request, say) and the given stacks, which samples
-    /// cycle through; symbols are looked up from the binary as in a real report.
-    pub fn new(label_sets: usize, stacks: Vec<Vec<u64>>) -> Self {
+    /// Samples of `requests` distinct local roots (ids), all under one shared set, and the
+    /// given stacks, which samples cycle through; symbols are looked up from the binary as in a
+    /// real report.
+    pub fn new(requests: usize, stacks: Vec<Vec<u64>>) -> Self {
         let table = Box::new(LabelTable::new());
-        let sets: Vec<Arc<LabelSet>> = (0..label_sets)
-            .map(|i| {
-                Arc::new(LabelSet::from_pairs([
-                    ("span_id", format!("{i:016x}")),
-                    ("span_name", "order_bike".to_owned()),
-                    ("vehicle", "bike".to_owned()),
-                ]))
-            })
-            .collect();
-        let words = sets.iter().map(|s| table.word_for(s)).collect();
+        let set = LabelSet::from_pairs([("span_name", "order_bike"), ("vehicle", "bike")]);
+        let word = table.word_for(&set);
         CollectBench {
             table,
             ring: Ring::new(1024),
             aggregator: Aggregator::new(),
             symbolizer: Symbolizer::new(BackendConfig::default(), false),
-            words,
+            word,
+            requests: requests.max(1) as u64,
             stacks,
-            _sets: sets,
+            _set: set,
         }
     }
 
-    /// Writes `n` (at most 1024) samples into the ring, cycling through sets and stacks.
+    /// Writes `n` (at most 1024) samples into the ring, cycling through requests and stacks.
     pub fn fill(&self, n: usize) {
         for i in 0..n {
             let Some(mut claim) = self.ring.claim() else {
                 return;
             };
             let record = claim.record();
-            record.label = self.words[i % self.words.len()];
+            let request = 1 + i as u64 % self.requests;
+            record.labels = SlotLabels {
+                word: self.word,
+                span: request,
+                trace: u128::from(request) << 64,
+            };
             let stack = &self.stacks[i % self.stacks.len()];
             let depth = stack.len().min(record.ips.len());
             record.ips[..depth].copy_from_slice(&stack[..depth]);

@@ -14,9 +14,11 @@ use super::ring::{Ring, SampleRecord};
 use super::stats;
 use super::symbols::{Name, SymbolTable};
 use super::thread;
+use crate::labels::{SPAN_ID_LABEL, TRACE_ID_LABEL};
 
-/// Key prefix: label index, thread id, thread name (two words), then the stack.
-const PREFIX: usize = 4;
+/// Key prefix: label index, thread id, thread name (two words), span id, trace id (two words),
+/// then the stack.
+const PREFIX: usize = 7;
 /// Stacks symbolized between two yields of the CPU in [`Symbolizer::profile`].
 const REPORT_SLICE: usize = 32;
 
@@ -26,8 +28,8 @@ const MAX_CACHED_SYMBOLS: usize = 200_000;
 /// Samples collected since the last report, keyed by raw addresses. Shared by the collector
 /// thread and `report()`; kept cheap to lock (symbolization happens elsewhere).
 pub(crate) struct Aggregator {
-    /// `[label index, thread, name0, name1, ips...]` -> sampling periods (the sum of the
-    /// samples' weights).
+    /// `[label index, thread, name0, name1, span, trace_hi, trace_lo, ips...]` -> sampling
+    /// periods (the sum of the samples' weights).
     counts: HashMap<Box<[u64]>, u64>,
     /// Records (samples) behind `counts`.
     records: u64,
@@ -71,7 +73,7 @@ impl Aggregator {
         stats::bump(&stats::COLLECTED);
         self.records += 1;
         let weight = u64::from(record.weight.max(1));
-        let label = self.label_index_for(record.label, table);
+        let label = self.label_index_for(record.labels.word, table);
         self.key.clear();
         self.key.push(u64::from(label));
         self.key.push(record.thread);
@@ -81,6 +83,9 @@ impl Aggregator {
         self.key.push(u64::from_ne_bytes(
             record.name[8..].try_into().unwrap_or_default(),
         ));
+        self.key.push(record.labels.span);
+        self.key.push((record.labels.trace >> 64) as u64);
+        self.key.push(record.labels.trace as u64);
         self.key.extend_from_slice(&record.ips[..depth]);
         if let Some(count) = self.counts.get_mut(self.key.as_slice()) {
             *count += weight;
@@ -129,6 +134,51 @@ impl Aggregator {
             label_sets: std::mem::replace(&mut self.label_sets, vec![Arc::from([])]),
         }
     }
+}
+
+/// `span_id` and `trace_id` of a count key's prefix, as 16 and 32 lowercase hex characters,
+/// formatted on the stack: nearly every sample is of a request of its own.
+struct IdLabels {
+    span: [u8; 16],
+    trace: [u8; 32],
+    has_span: bool,
+    has_trace: bool,
+}
+
+impl IdLabels {
+    fn new(prefix: &[u64]) -> Self {
+        let trace = (u128::from(prefix[5]) << 64) | u128::from(prefix[6]);
+        let mut ids = IdLabels {
+            span: [0; 16],
+            trace: [0; 32],
+            has_span: prefix[4] != 0,
+            has_trace: prefix[4] != 0 && trace != 0,
+        };
+        // Both buffers are exactly twice the bytes encoded: this cannot fail.
+        let _ = hex::encode_to_slice(prefix[4].to_be_bytes(), &mut ids.span);
+        let _ = hex::encode_to_slice(trace.to_be_bytes(), &mut ids.trace);
+        ids
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.has_span
+    }
+
+    /// The labels, as (key, value) pairs.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        // Hex digits are ASCII.
+        fn text(bytes: &[u8]) -> &str {
+            std::str::from_utf8(bytes).unwrap_or_default()
+        }
+        let span = self.has_span.then(|| (SPAN_ID_LABEL, text(&self.span)));
+        let trace = self.has_trace.then(|| (TRACE_ID_LABEL, text(&self.trace)));
+        span.into_iter().chain(trace)
+    }
+}
+
+/// Tags as (key, value) pairs.
+fn pairs(tags: &[Tag]) -> impl Iterator<Item = (&str, &str)> {
+    tags.iter().map(|t| (t.key.as_str(), t.value.as_str()))
 }
 
 /// Symbolizes collected stacks and builds `Report`s; owned by the backend, so that `report()`
@@ -191,14 +241,15 @@ impl Symbolizer {
             }
             let set = prefix[0] as usize;
             let thread = self.thread_tags(prefix);
+            let id_labels = IdLabels::new(prefix);
             let labels = match set_labels.get_mut(set) {
-                // Most keys name no thread: a set's labels are then made once per report.
-                Some(cached) if thread.is_empty() => cached
-                    .get_or_insert_with(|| pprof.labels(label_sets[set].iter()))
+                // A key with no ids and no thread: its set's labels are made once per report.
+                Some(cached) if thread.is_empty() && id_labels.is_empty() => cached
+                    .get_or_insert_with(|| pprof.labels(pairs(&label_sets[set])))
                     .clone(),
                 _ => {
                     let tags = label_sets.get(set).map_or(&[][..], |t| &t[..]);
-                    pprof.labels(tags.iter().chain(&thread))
+                    pprof.labels(pairs(tags).chain(pairs(&thread)).chain(id_labels.pairs()))
                 }
             };
             pprof.sample(ids, count, labels);

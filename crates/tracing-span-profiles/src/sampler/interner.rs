@@ -69,8 +69,8 @@ pub(crate) struct TableEntry {
     pub(super) set: Arc<LabelSet>,
     /// In the content map (a set without a span id).
     by_content: bool,
-    /// Made by the collector when a sample first names the set: most sets (one per request) are
-    /// never sampled, and the worker that interns a set should not pay for it.
+    /// Made by the collector when a sample first names the set: the worker that interns a set
+    /// should not pay for it.
     tags: OnceLock<Arc<[Tag]>>,
 }
 
@@ -95,6 +95,12 @@ impl Freed {
         self.0.len()
     }
 
+    /// The freed sets, without keeping them.
+    #[cfg(test)]
+    pub(crate) fn weak_sets(&self) -> Vec<std::sync::Weak<LabelSet>> {
+        self.0.iter().map(|e| Arc::downgrade(&e.set)).collect()
+    }
+
     /// Drops the sets a slice at a time and yields the CPU between slices. A reclaim frees a
     /// set for about every span of the epoch, memory the workers allocated; dropped in one go
     /// that is a millisecond or more during which, on a busy core, no request is served (the
@@ -116,7 +122,6 @@ pub(crate) struct TableCounts {
     pub live: u64,
     pub interned: u64,
     pub reclaimed: u64,
-    pub retired: u64,
     pub overflowed_switches: u64,
 }
 
@@ -127,13 +132,9 @@ pub(crate) struct LabelTable {
     gens: [AtomicU32; TABLE_LEN],
     /// Epoch in which each id was last switched to or sampled.
     used: [AtomicU32; TABLE_LEN],
-    /// The generation of each id that a sample last named, stored by the signal handler: a set
-    /// whose generation is here cannot be retired early, as the collector has yet to read it.
-    sampled: [AtomicU32; TABLE_LEN],
     epoch: AtomicU32,
     interned: AtomicU64,
     reclaimed: AtomicU64,
-    retired: AtomicU64,
     overflowed: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -146,11 +147,9 @@ impl LabelTable {
         LabelTable {
             gens: [const { AtomicU32::new(1) }; TABLE_LEN],
             used: [const { AtomicU32::new(0) }; TABLE_LEN],
-            sampled: [const { AtomicU32::new(0) }; TABLE_LEN],
             epoch: AtomicU32::new(1),
             interned: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
-            retired: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
@@ -172,7 +171,7 @@ impl LabelTable {
     /// Fast path (a set seen before, still live): two relaxed loads, a compare, and at most one
     /// store per id per epoch; no lock, allocation or system call.
     #[inline]
-    pub(crate) fn word_for(&self, set: &Arc<LabelSet>) -> u64 {
+    pub(crate) fn word_for(&self, set: &LabelSet) -> u64 {
         // Acquire pairs with the Release store in `intern`, so a thread that sees the memo also
         // sees the entry it names (the collector relies on this through the ring hand-off).
         let memo = set.sink_slot().load(Ordering::Acquire);
@@ -201,17 +200,17 @@ impl LabelTable {
 
     /// Slow path: first sight of a set (or of a set whose id was reclaimed).
     ///
-    /// Sets without a span id (field labels only) share an id by content, so that a set every
-    /// request builds anew takes one id, not one per request. A set naming a span id is unique
-    /// to its local trace: it is not hashed (here nor at reclaim), which was most of what
-    /// interning a request's set cost.
+    /// Sets without a span id (all the layer hands over: ids travel beside them) share an id by
+    /// content, so that equal sets made apart take one id. A set naming a span id (made by
+    /// another caller of the sink) is unique to its local trace: it is not hashed, here nor at
+    /// reclaim.
     #[cold]
     #[inline(never)]
-    fn intern(&self, set: &Arc<LabelSet>) -> u64 {
+    fn intern(&self, set: &LabelSet) -> u64 {
         let mut inner = self.lock();
         let by_content = !set.names_span();
         let known = if by_content {
-            inner.map.get(&**set).copied()
+            inner.map.get(set).copied()
         } else {
             None
         };
@@ -239,9 +238,9 @@ impl LabelTable {
         word
     }
 
-    /// Gives `set` a free id (`None`: the table is full), keeping the layer's own `Arc`: interning
-    /// copies no label.
-    fn new_id(&self, inner: &mut Inner, set: &Arc<LabelSet>, by_content: bool) -> Option<u32> {
+    /// Gives a copy of `set` a free id (`None`: the table is full). Copies are few: the layer
+    /// hands over one set per distinct combination of labels, whatever the number of requests.
+    fn new_id(&self, inner: &mut Inner, set: &LabelSet, by_content: bool) -> Option<u32> {
         let id = if let Some(id) = inner.free.pop() {
             id
         } else if (inner.next_id as usize) < TABLE_LEN {
@@ -254,56 +253,17 @@ impl LabelTable {
         if inner.entries.len() <= index {
             inner.entries.resize_with(index + 1, || None);
         }
+        let set = Arc::new(set.clone());
         inner.entries[index] = Some(TableEntry {
-            set: Arc::clone(set),
+            set: Arc::clone(&set),
             tags: OnceLock::new(),
             by_content,
         });
         if by_content {
-            inner.map.insert(Arc::clone(set), id);
+            inner.map.insert(set, id);
         }
         self.interned.fetch_add(1, Ordering::Relaxed);
         Some(id)
-    }
-
-    /// Notes that a sample names `word`, so the set cannot be [retired](Self::retire) before the
-    /// collector has read it. Async-signal-safe: one relaxed store.
-    #[inline(always)]
-    pub(crate) fn note_sampled(&self, word: u64) {
-        let (id, generation) = unpack(word);
-        if let Some(sampled) = self.sampled.get(id as usize) {
-            sampled.store(generation, Ordering::Relaxed);
-        }
-    }
-
-    /// The layer will not switch to `set` again (its span closed). Unless a sample names it, or
-    /// it is shared by content, its id is freed now and the table's reference returned, to be
-    /// dropped by the caller after the lock: most sets (one per request) are never sampled, and
-    /// freeing them here, where they were made and while they are in cache, costs a fraction of
-    /// what the collector pays for them at reclaim.
-    ///
-    /// Sound because no sample can name the set from here on: the span closed after every
-    /// thread exited it (each thread's slot left the set then), and a sample taken before that,
-    /// on whatever thread, stored its generation in `sampled` before that thread went on.
-    pub(crate) fn retire(&self, set: &Arc<LabelSet>) -> Option<TableEntry> {
-        let (id, generation) = unpack(set.sink_slot().load(Ordering::Acquire));
-        let index = id as usize;
-        if id < FIRST_ID
-            || index >= TABLE_LEN
-            || self.sampled[index].load(Ordering::Relaxed) == generation
-            || !set.names_span()
-        {
-            return None;
-        }
-        let mut inner = self.lock();
-        if self.gens[index].load(Ordering::Relaxed) != generation {
-            return None; // reclaimed already
-        }
-        let entry = inner.entries.get_mut(index)?.take()?;
-        self.gens[index].store(next_generation(generation), Ordering::Relaxed);
-        inner.free.push(id);
-        self.retired.fetch_add(1, Ordering::Relaxed);
-        Some(entry)
     }
 
     /// Marks the id of a sampled word as used and says what the word stands for. Called by the
@@ -390,7 +350,6 @@ impl LabelTable {
             live: u64::from(inner.next_id - FIRST_ID) - inner.free.len() as u64,
             interned: self.interned.load(Ordering::Relaxed),
             reclaimed: self.reclaimed.load(Ordering::Relaxed),
-            retired: self.retired.load(Ordering::Relaxed),
             overflowed_switches: self.overflowed.load(Ordering::Relaxed),
         }
     }

@@ -8,25 +8,24 @@
 //! the CPU was interrupted, whatever task the worker thread happens to be polling.
 //!
 //! The pieces, each documented in its module:
-//! - [`SampleLabels`] (the [`LabelSink`]) interns each label set once into a small id, memoized
-//!   in the set's [`LabelSet::sink_slot`], and on every switch stores the id in the thread's slot
-//!   (`interner`, `thread`);
+//! - [`SampleLabels`] (the [`LabelSink`]) interns each shared label set once into a small id,
+//!   memoized in the set's [`LabelSet::sink_slot`], and on every switch stores that id and the
+//!   local root's span and trace ids in the thread's slot (`interner`, `thread`);
 //! - the SIGPROF handler, driven by one CPU-time timer per thread (`timer_create` on the
 //!   thread's CPU clock, signalling that thread), unwinds the interrupted stack with framehop
 //!   into a preallocated lock-free ring of fixed-size records, each weighted by the sampling
 //!   periods it stands for (`signal`, `timers`, `unwind`, `ring`);
-//! - a collector thread empties the ring every 40 ms into weighted counts per (label set,
+//! - a collector thread empties the ring every 40 ms into weighted counts per (label set, ids,
 //!   stack), finds new and finished threads for the timers every 200 ms, and `report()`
-//!   symbolizes them into a pprof profile whose samples carry their set's labels (`collect`,
-//!   `pprof`, `backend`).
+//!   symbolizes them into a pprof profile whose samples carry their set's labels and their ids
+//!   as `span_id` and `trace_id` (`collect`, `pprof`, `backend`).
 //! - unwind and symbol tables come from every loaded module, the vDSO included, read from the
 //!   objects actually mapped, and are rebuilt when libraries are loaded or unloaded; a frame no
 //!   symbol covers is named `module+0xoffset` (`modules`, `symbols`, `unwind`).
 //!
-//! Label ids are bounded ([`MAX_LABEL_SETS`] live sets) and freed two ways. When the span that
-//! built a set closes ([`LabelSink::retire`]) and no sample named the set, its id is freed at
-//! once, on that thread: most sets (one per request) are never sampled. The rest are reclaimed:
-//! an id that no thread
+//! The ids of a request travel as numbers, so a request interns nothing: the layer's shared sets
+//! are few (one per distinct span name and field values). Label ids are bounded
+//! ([`MAX_LABEL_SETS`] live sets) and reclaimed: an id that no thread
 //! switched to, was sampled under or still runs under for a whole reclaim interval is freed and
 //! its generation bumped, so a stale id is recognised as such (its samples lose their labels and
 //! are counted in [`SamplerStats::samples_stale_labels`]) and is never read as another set. When
@@ -64,12 +63,14 @@ mod unwind;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pyroscope::backend::{BackendConfig, BackendImpl, BackendUninitialized};
 
-use crate::{LabelSet, LabelSink};
+#[cfg(doc)]
+use crate::LabelSet;
+use crate::{LabelSink, SpanLabels};
+use thread::SlotLabels;
 
 pub use interner::MAX_LABEL_SETS;
 pub use ring::MAX_DEPTH;
@@ -162,20 +163,18 @@ pub struct SampleLabels {
 
 impl LabelSink for SampleLabels {
     #[inline]
-    fn switch(&self, _from: Option<&Arc<LabelSet>>, to: Option<&Arc<LabelSet>>) {
-        let word = match to {
-            Some(set) => interner::TABLE.word_for(set),
-            None => interner::NO_LABELS,
+    fn switch(&self, _from: Option<SpanLabels<'_>>, to: Option<SpanLabels<'_>>) {
+        let labels = match to {
+            Some(to) => SlotLabels {
+                word: to
+                    .shared
+                    .map_or(interner::NO_LABELS, |set| interner::TABLE.word_for(set)),
+                span: to.root.map_or(0, |r| r.span_u64()),
+                trace: to.root.map_or(0, |r| r.trace_u128()),
+            },
+            None => SlotLabels::NONE,
         };
-        thread::set_current(word);
-    }
-
-    /// Frees the set's id now unless a sample named it (the signal handler notes each id it
-    /// samples) or it is shared by content (no `span_id`), and drops the table's reference
-    /// here, on the thread that closed the span.
-    #[inline]
-    fn retire(&self, set: &Arc<LabelSet>) {
-        drop(interner::TABLE.retire(set));
+        thread::set_current(labels);
     }
 }
 
@@ -230,8 +229,6 @@ pub struct SamplerStats {
     pub label_sets_interned: u64,
     /// Label set ids ever reclaimed.
     pub label_sets_reclaimed: u64,
-    /// Label set ids freed when their span closed, never sampled (see [`LabelSink::retire`]).
-    pub label_sets_retired: u64,
     /// Switches to a set that found the table full.
     pub label_switches_overflowed: u64,
 }
@@ -257,7 +254,6 @@ pub fn stats() -> SamplerStats {
         label_sets_live: table.live,
         label_sets_interned: table.interned,
         label_sets_reclaimed: table.reclaimed,
-        label_sets_retired: table.retired,
         label_switches_overflowed: table.overflowed_switches,
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use pyroscope::backend::{StackFrame, Tag};
+use pyroscope::backend::StackFrame;
 use pyroscope::encode::r#gen::google::{
     Function, Label, Line, Location, Profile, Sample, ValueType,
 };
@@ -82,11 +82,14 @@ impl PprofBuilder {
     }
 
     /// String labels for `tags`; a later tag wins over an earlier one with the same key.
-    pub(crate) fn labels<'a>(&mut self, tags: impl IntoIterator<Item = &'a Tag>) -> Vec<Label> {
+    pub(crate) fn labels<'a>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<Label> {
         let mut labels: Vec<Label> = Vec::new();
-        for tag in tags {
-            let key = self.string(&tag.key);
-            let str = self.string(&tag.value);
+        for (key, value) in pairs {
+            let key = self.string(key);
+            let str = self.string(value);
             labels.retain(|l| l.key != key);
             labels.push(Label {
                 key,
@@ -116,6 +119,7 @@ impl PprofBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pyroscope::backend::Tag;
     use pyroscope::backend::{Metadata, Report, StackTrace};
 
     /// The function name, file name and line of location `id`.
@@ -210,7 +214,7 @@ mod tests {
         let mut builder = PprofBuilder::new(100);
         for (frames, tags, count) in &stacks {
             let ids = frames.iter().map(|f| builder.location(f)).collect();
-            let labels = builder.labels(tags);
+            let labels = builder.labels(tags.iter().map(|t| (t.key.as_str(), t.value.as_str())));
             builder.sample(ids, *count as u64, labels);
         }
         let built = builder.finish();

@@ -14,14 +14,17 @@ use std::cell::UnsafeCell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::thread::SlotLabels;
+
 /// Frames kept per sample: deep enough for tokio + axum + the service's own frames.
 pub const MAX_DEPTH: usize = 128;
 
 /// One sample, as the handler writes it.
 #[repr(C)]
 pub(crate) struct SampleRecord {
-    /// Packed label word of the interrupted thread (see `interner::pack`).
-    pub label: u64,
+    /// Labels of the interrupted thread: its shared set's packed word (see `interner::pack`) and
+    /// its local root's ids.
+    pub labels: SlotLabels,
     /// `pthread_self()` of the interrupted thread, when thread ids are reported; else 0.
     pub thread: u64,
     /// The thread's name, when thread names are reported; else zeros.
@@ -38,7 +41,7 @@ pub(crate) struct SampleRecord {
 
 impl SampleRecord {
     const EMPTY: SampleRecord = SampleRecord {
-        label: 0,
+        labels: SlotLabels::NONE,
         thread: 0,
         name: [0; 16],
         depth: 0,

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::interner::{self, OVERFLOW_ID, unpack};
+use super::interner::{OVERFLOW_ID, unpack};
 use super::ring::Ring;
 use super::stats;
 use super::sys::{self, Regs};
@@ -262,24 +262,23 @@ unsafe fn sample(shared: &Shared, info: *const libc::siginfo_t, ucontext: *mut l
 pub(crate) fn sample_at(shared: &Shared, weight: u32, regs: Option<Regs>) -> usize {
     stats::bump(&stats::TAKEN);
     stats::add(&stats::PERIODS_TAKEN, u64::from(weight));
-    let (label, lo, hi, hint) = SLOT.with(|slot| {
+    let (labels, lo, hi, hint) = SLOT.with(|slot| {
         (
-            slot.label.load(Ordering::Relaxed),
+            slot.labels(),
             slot.stack_lo.load(Ordering::Relaxed),
             slot.stack_hi.load(Ordering::Relaxed),
             slot as *const _ as usize,
         )
     });
-    if unpack(label).0 == OVERFLOW_ID {
+    if unpack(labels.word).0 == OVERFLOW_ID {
         stats::bump(&stats::OVERFLOW_LABELS);
     }
-    interner::TABLE.note_sampled(label);
     let Some(mut claim) = shared.ring.claim() else {
         stats::bump(&stats::DROPPED_RING_FULL);
         return 0;
     };
     let record = claim.record();
-    record.label = label;
+    record.labels = labels;
     record.weight = weight;
     record.depth = 0;
     record.thread = if shared.thread_ids {

@@ -99,44 +99,6 @@ fn reclaim_frees_unused_ids_and_stale_words_never_name_another_set() {
     assert_eq!(table.counts().reclaimed, 1);
 }
 
-/// A closed span's set is freed at once unless a sample names it or it is shared by content;
-/// the table's reference goes back to the caller, and the id to the next new set.
-#[test]
-fn retire_frees_unsampled_span_sets_now_and_keeps_sampled_and_shared_ones() {
-    let table = table();
-    let (a, b) = (set(1), set(2));
-    let (wa, wb) = (table.word_for(&a), table.word_for(&b));
-    table.note_sampled(wb);
-    let retired = table.retire(&a).expect("never sampled: freed now");
-    assert!(
-        Arc::ptr_eq(&retired_set(retired), &a),
-        "the table's reference"
-    );
-    assert_eq!(Arc::strong_count(&a), 1, "only the caller's own left");
-    assert!(matches!(table.resolve(wa), Resolved::Stale));
-    assert!(table.retire(&a).is_none(), "once");
-    assert!(
-        table.retire(&b).is_none(),
-        "a sample names it: the collector frees it"
-    );
-    assert!(matches!(table.resolve(wb), Resolved::Set(_)));
-    let car = Arc::new(LabelSet::from_pairs([("vehicle", "car")]));
-    let wc = table.word_for(&car);
-    assert_eq!(
-        unpack(wc).0,
-        unpack(wa).0,
-        "the retired id goes to the next new set"
-    );
-    assert!(table.retire(&car).is_none(), "shared by content");
-    assert!(matches!(table.resolve(wc), Resolved::Set(_)));
-    assert_eq!(table.counts().live, 2);
-    assert_eq!(table.counts().retired, 1);
-}
-
-fn retired_set(entry: super::interner::TableEntry) -> Arc<LabelSet> {
-    entry.set
-}
-
 #[test]
 fn freed_sets_are_dropped_by_release_with_the_table_usable_meanwhile() {
     let table = table();
@@ -144,11 +106,12 @@ fn freed_sets_are_dropped_by_release_with_the_table_usable_meanwhile() {
     for s in &sets {
         table.word_for(s);
     }
-    let weak: Vec<_> = sets.iter().map(Arc::downgrade).collect();
-    drop(sets); // the spans closed: the table holds the last references
+    drop(sets);
     let _ = table.reclaim(&[]);
     let freed = table.reclaim(&[]);
     assert_eq!(freed.len(), 1000);
+    // The table's own copies: the last references to them.
+    let weak = freed.weak_sets();
     assert_eq!(
         table.counts().live,
         0,
@@ -225,24 +188,24 @@ fn ring_delivers_in_order_and_reports_full() {
     let ring = Ring::new(4);
     for i in 0..4u64 {
         let mut claim = ring.claim().expect("room");
-        claim.record().label = i;
+        claim.record().labels.word = i;
         claim.record().depth = 1;
     }
     assert!(ring.claim().is_none(), "full");
     let mut seen = Vec::new();
-    assert_eq!(ring.drain(|r| seen.push(r.label)), 4);
+    assert_eq!(ring.drain(|r| seen.push(r.labels.word)), 4);
     assert_eq!(seen, vec![0, 1, 2, 3]);
     // An unpublished claim stops the consumer without blocking it.
     let mut first = ring.claim().unwrap();
-    first.record().label = 10;
+    first.record().labels.word = 10;
     {
         let mut second = ring.claim().unwrap();
-        second.record().label = 11;
+        second.record().labels.word = 11;
     }
     assert_eq!(ring.drain(|_| {}), 0);
     drop(first);
     let mut seen = Vec::new();
-    assert_eq!(ring.drain(|r| seen.push(r.label)), 2);
+    assert_eq!(ring.drain(|r| seen.push(r.labels.word)), 2);
     assert_eq!(seen, vec![10, 11]);
 }
 
@@ -260,10 +223,10 @@ fn ring_with_concurrent_producers_loses_nothing_it_accepted() {
                     for i in 0..per {
                         if let Some(mut c) = ring.claim() {
                             let r = c.record();
-                            r.label = (p << 32) | i;
+                            r.labels.word = (p << 32) | i;
                             r.depth = 1;
-                            r.ips[0] = r.label;
-                            accepted.push(r.label);
+                            r.ips[0] = r.labels.word;
+                            accepted.push(r.labels.word);
                         }
                     }
                     accepted
@@ -273,15 +236,15 @@ fn ring_with_concurrent_producers_loses_nothing_it_accepted() {
         let mut drained = Vec::new();
         while handles.iter().any(|h| !h.is_finished()) {
             ring.drain(|r| {
-                assert_eq!(r.ips[0], r.label, "record torn");
-                drained.push(r.label)
+                assert_eq!(r.ips[0], r.labels.word, "record torn");
+                drained.push(r.labels.word)
             });
         }
         let mut accepted: Vec<u64> = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect();
-        ring.drain(|r| drained.push(r.label));
+        ring.drain(|r| drained.push(r.labels.word));
         accepted.sort();
         drained.sort();
         assert_eq!(accepted, drained);
@@ -331,7 +294,7 @@ fn the_profile_has_a_sample_per_label_set_with_symbolized_stacks_and_periods() {
         for _ in 0..n {
             let mut c = ring.claim().unwrap();
             let r = c.record();
-            r.label = label;
+            r.labels.word = label;
             r.depth = ips.len() as u32;
             r.ips[..ips.len()].copy_from_slice(&ips);
         }
@@ -374,8 +337,22 @@ fn the_profile_has_a_sample_per_label_set_with_symbolized_stacks_and_periods() {
 fn thread_slots_register_and_hold_their_id() {
     std::thread::spawn(|| {
         let w = pack(77, 5);
-        thread::set_current(w);
+        let labels = thread::SlotLabels {
+            word: w,
+            span: 0xaa,
+            trace: 0xbb << 64 | 0xcc,
+        };
+        thread::set_current(labels);
         assert!(thread::held_ids().contains(&77));
+        assert_eq!(thread::SLOT.with(|s| s.labels()), labels);
+        // The next labels replace them whole; the previous set's id is still held for now.
+        let next = thread::SlotLabels {
+            word: pack(78, 5),
+            ..thread::SlotLabels::NONE
+        };
+        thread::set_current(next);
+        assert_eq!(thread::SLOT.with(|s| s.labels()), next);
+        assert!(thread::held_ids().contains(&78) && thread::held_ids().contains(&77));
         let (lo, hi) = thread::SLOT.with(|s| {
             (
                 s.stack_lo.load(Ordering::Relaxed),
@@ -388,7 +365,7 @@ fn thread_slots_register_and_hold_their_id() {
     .join()
     .unwrap();
     // The exited thread unregistered itself.
-    assert!(!thread::held_ids().contains(&77));
+    assert!(!thread::held_ids().contains(&77) && !thread::held_ids().contains(&78));
 }
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
