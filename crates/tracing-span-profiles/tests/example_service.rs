@@ -99,7 +99,15 @@ fn assert_samples_link_to_their_spans(
             .unwrap_or_else(|| panic!("sample under span {span_id}, which was not exported"));
         assert_eq!(sample.label(SPAN_NAME_LABEL), Some("build_report"));
         assert_eq!(sample.label("plan"), Some(plan.as_str()));
-        assert!(sample.has_frame("build_report"), "{}", sample.folded());
+        // A sample can land while the span is exited, after the registry and
+        // tracing-opentelemetry saw the exit and before this layer switched: it carries the span's
+        // labels with tracing's exit on top of the stack instead of the span's code.
+        let exiting = sample.has_frame("as tracing_core::subscriber::Subscriber>::exit");
+        assert!(
+            sample.has_frame("build_report") || exiting,
+            "{}",
+            sample.folded()
+        );
         linked.insert(span_id.to_owned());
     }
     assert!(
