@@ -36,6 +36,8 @@ use prost::Message;
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_span_profiles::{LabelSink, NoLabels, SpanProfileLayer, sampler::sampler_backend};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::{Layer, Layered};
 use tracing_subscriber::prelude::*;
 
 /// The allocator of the rideshare service, whose figures these are: with glibc's, allocations
@@ -93,8 +95,7 @@ fn bench_switch<K: LabelSink>(
     name: &str,
     sink: K,
 ) {
-    let subscriber = tracing_subscriber::registry()
-        .with(SpanProfileLayer::new(sink).with_label_field("vehicle"));
+    let subscriber = tracing_subscriber::registry().with(labels(sink));
     tracing::subscriber::with_default(subscriber, || {
         // The child's own field makes its labels differ from the root's: every enter and exit
         // is a switch. Both are resolved at their first enter, as a request's spans are.
@@ -133,7 +134,7 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
     bench_under(
         &mut group,
         "service_settings_and_labels",
-        service_stack(&tp, sink),
+        service_stack(&tp, labels(sink)),
         work,
     );
     // The layer with a sink that does nothing: what the layer costs apart from the sampler's
@@ -142,7 +143,7 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
     bench_under(
         &mut group,
         "service_settings_and_labels_no_sink",
-        service_stack(&tp_no_sink, NoLabels),
+        service_stack(&tp_no_sink, labels(NoLabels)),
         work,
     );
     // The least a layer that follows polls pays: `tracing`'s callbacks and a stack of ids.
@@ -150,17 +151,14 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
     bench_under(
         &mut group,
         "service_settings_and_entered_ids",
-        tracing_subscriber::registry()
-            .with(lean(
-                tracing_opentelemetry::layer().with_tracer(tp_ids.tracer("bench")),
-            ))
-            .with(EnteredIds),
+        service_stack(&tp_ids, EnteredIds),
         work,
     );
     let tp_plain = provider();
     bench_under(
         &mut group,
         "service_settings_otel_only",
+        // No layer on top at all: even `Identity` costs a few hundred instructions a request.
         tracing_subscriber::registry().with(lean(
             tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench")),
         )),
@@ -173,7 +171,7 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
             "otel_defaults_and_labels",
             tracing_subscriber::registry()
                 .with(tracing_opentelemetry::layer().with_tracer(tp_defaults.tracer("bench")))
-                .with(SpanProfileLayer::new(sink).with_label_field("vehicle")),
+                .with(labels(sink)),
             work,
         );
     }
@@ -209,13 +207,22 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for EnteredIds {
     }
 }
 
-/// The service's stack: `tracing-opentelemetry` with its settings, then the label layer.
-fn service_stack(tp: &SdkTracerProvider, sink: impl LabelSink) -> impl Subscriber + Send + Sync {
+/// The label layer as the service configures it.
+fn labels<K: LabelSink>(sink: K) -> SpanProfileLayer<K> {
+    SpanProfileLayer::new(sink).with_label_field("vehicle")
+}
+
+/// The service's stack: `tracing-opentelemetry` with its settings, then `layer` (the label
+/// layer, or a stand-in for it).
+fn service_stack<L>(tp: &SdkTracerProvider, layer: L) -> impl Subscriber + Send + Sync
+where
+    L: Layer<Layered<OtelLayer<Registry>, Registry>> + Send + Sync + 'static,
+{
     tracing_subscriber::registry()
         .with(lean(
             tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
         ))
-        .with(SpanProfileLayer::new(sink).with_label_field("vehicle"))
+        .with(layer)
 }
 
 /// The `tracing-opentelemetry` settings of the rideshare service: no per-poll timings or context
