@@ -9,8 +9,11 @@
 //! still holds the value it had when the entry was made. A span's labels are plain words (its
 //! root's ids and a pointer to a set the layer keeps), copied, never reference-counted.
 
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::cell::{Cell, RefCell};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use thread_local::ThreadLocal;
 
 use crate::labels::{LabelSet, RootIds};
 
@@ -29,33 +32,40 @@ fn mix(id: u64) -> u64 {
 /// Per bucket of span ids, how many spans of that bucket closed: the generation of cache
 /// entries.
 pub(crate) struct Closes {
-    counts: Box<[AtomicU32]>,
+    /// An array, not a slice: an index masked to its length needs no bounds check.
+    counts: Box<[AtomicU32; BUCKETS]>,
 }
 
 impl Closes {
     pub(crate) fn new() -> Self {
         Closes {
-            counts: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            counts: Box::new([const { AtomicU32::new(0) }; BUCKETS]),
         }
     }
 
-    fn bucket(&self, id: u64) -> &AtomicU32 {
-        &self.counts[(mix(id) >> 52) as usize % BUCKETS]
+    /// The bucket of a span id mixed by [`mix`].
+    fn bucket(&self, mixed: u64) -> &AtomicU32 {
+        &self.counts[(mixed >> 52) as usize % BUCKETS]
     }
 
     /// Current count of `id`'s bucket.
-    #[inline]
+    #[cfg(test)]
     fn get(&self, id: u64) -> u32 {
+        self.get_mixed(mix(id))
+    }
+
+    #[inline]
+    fn get_mixed(&self, mixed: u64) -> u32 {
         // Relaxed is enough: a span id is reused only after the registry released the closed
         // span's slot, which happens after this layer's `on_close` bumped the count; the thread
         // that enters the new span learned its id through that release (and whatever hand-off
         // brought the task to it), so this load sees the bump.
-        self.bucket(id).load(Ordering::Relaxed)
+        self.bucket(mixed).load(Ordering::Relaxed)
     }
 
     /// Span `id` closes: every cached entry of its bucket is stale from now on.
     pub(crate) fn closed(&self, id: u64) {
-        self.bucket(id).fetch_add(1, Ordering::Relaxed);
+        self.bucket(mix(id)).fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -93,31 +103,17 @@ impl SharedRef {
 
 /// A span's labels as the layer resolved them at its first enter (none of either: no labels).
 /// Four words, copied at every enter and exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Resolved {
-    /// The local root's ids, for spans of a sampled local trace ([`RootIds::NONE`]: none).
-    pub(crate) root: RootIds,
+    /// The local root's ids, for spans of a sampled local trace.
+    pub(crate) root: Option<RootIds>,
     /// The span name and field labels in force, as a set the layer keeps.
     pub(crate) shared: Option<SharedRef>,
 }
 
-impl Default for Resolved {
-    fn default() -> Self {
-        Resolved {
-            root: RootIds::NONE,
-            shared: None,
-        }
-    }
-}
-
 impl Resolved {
     pub(crate) fn is_empty(&self) -> bool {
-        self.root == RootIds::NONE && self.shared.is_none()
-    }
-
-    /// The local root's ids, if any.
-    pub(crate) fn root(&self) -> Option<RootIds> {
-        (self.root != RootIds::NONE).then_some(self.root)
+        self.root.is_none() && self.shared.is_none()
     }
 }
 
@@ -130,6 +126,67 @@ struct Held {
     resolved: Resolved,
 }
 
+/// Each thread's [`Entered`] of one layer: looked up at every enter and exit.
+///
+/// `ThreadLocal` finds the calling thread's entry in about 30 instructions (its thread id, a
+/// bucket, a check). A std `thread_local!` holding the last layer that used it on this thread,
+/// with that layer's entry, turns the common case (one layer in the process) into one compare.
+pub(crate) struct PerThread {
+    /// Unique to this value, never 0, never reused: what `LAST` is checked against.
+    id: u64,
+    entries: ThreadLocal<RefCell<Entered>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The id of the last `PerThread` used on this thread, and its entry for this thread.
+    static LAST: Cell<(u64, *const RefCell<Entered>)> = const { Cell::new((0, ptr::null())) };
+}
+
+impl PerThread {
+    pub(crate) fn new() -> Self {
+        PerThread {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            entries: ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's entry, made on first use.
+    #[inline]
+    pub(crate) fn get_or_default(&self) -> &RefCell<Entered> {
+        match self.last() {
+            Some(entry) => entry,
+            None => self.remember(self.entries.get_or_default()),
+        }
+    }
+
+    /// This thread's entry, if it has one.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&RefCell<Entered>> {
+        match self.last() {
+            Some(entry) => Some(entry),
+            None => self.entries.get().map(|entry| self.remember(entry)),
+        }
+    }
+
+    #[inline]
+    fn last(&self) -> Option<&RefCell<Entered>> {
+        let (id, entry) = LAST.get();
+        // SAFETY: `LAST` holds `self.id` only with a pointer `remember` took from
+        // `self.entries` on this very thread (`LAST` is per thread, and ids are never reused).
+        // `ThreadLocal` neither moves nor frees an entry while it lives, and it lives as long as
+        // `self`, which the returned borrow is tied to.
+        (id == self.id).then(|| unsafe { &*entry })
+    }
+
+    #[cold]
+    fn remember<'a>(&self, entry: &'a RefCell<Entered>) -> &'a RefCell<Entered> {
+        LAST.set((self.id, entry));
+        entry
+    }
+}
+
 /// One thread's entered spans (innermost last) and its cache of recently entered spans.
 #[derive(Default)]
 pub(crate) struct Entered {
@@ -138,8 +195,9 @@ pub(crate) struct Entered {
 }
 
 impl Entered {
-    fn slot(id: u64) -> usize {
-        mix(id) as usize % CACHE_LEN
+    /// The cache entry of a span id mixed by [`mix`] (other bits than the bucket's).
+    fn slot(mixed: u64) -> usize {
+        (mixed >> 40) as usize % CACHE_LEN
     }
 
     /// The labels in force now (those of the innermost entered span).
@@ -152,10 +210,11 @@ impl Entered {
     /// to pass to [`push`](Self::push) after looking the labels up.
     #[inline]
     pub(crate) fn cached(&self, id: u64, closes: &Closes) -> Result<(Resolved, u32), u32> {
-        let now = closes.get(id);
+        let mixed = mix(id);
+        let now = closes.get_mixed(mixed);
         // Compares through a reference and copies the labels alone: copying whole entries costs
         // more than the compare.
-        match &self.cache[Self::slot(id)] {
+        match &self.cache[Self::slot(mixed)] {
             Some(held) if held.id == id && held.closes == now => Ok((held.resolved, now)),
             _ => Err(now),
         }
@@ -185,7 +244,7 @@ impl Entered {
             return None;
         }
         let held = self.stack.pop()?;
-        self.cache[Self::slot(id)] = Some(held);
+        self.cache[Self::slot(mix(id))] = Some(held);
         Some((held.resolved, self.current()))
     }
 }
@@ -196,7 +255,7 @@ mod tests {
 
     fn labels(span: u64) -> Resolved {
         Resolved {
-            root: RootIds::new(opentelemetry::trace::SpanId::from(span), None).unwrap(),
+            root: RootIds::new(opentelemetry::trace::SpanId::from(span), None),
             shared: None,
         }
     }
@@ -218,6 +277,31 @@ mod tests {
         // Span 7 closes; its id may now name another span: the cached labels must not be used.
         closes.closed(7);
         assert!(entered.cached(7, &closes).is_err(), "stale after close");
+    }
+
+    /// Two layers used in turn on one thread (as in tests, or with two subscribers) each find
+    /// their own stack, and a layer made after another was dropped (perhaps at its address)
+    /// starts empty.
+    #[test]
+    fn each_layer_finds_its_own_stack_on_each_thread() {
+        let a = PerThread::new();
+        let b = PerThread::new();
+        a.get_or_default().borrow_mut().push(1, 0, labels(1));
+        assert!(b.get().is_none(), "b has no stack on this thread yet");
+        b.get_or_default().borrow_mut().push(2, 0, labels(2));
+        assert_eq!(a.get().unwrap().borrow().current(), labels(1));
+        assert_eq!(b.get().unwrap().borrow().current(), labels(2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(a.get().is_none(), "a has no stack on this other thread");
+                assert!(a.get_or_default().borrow().current().is_empty());
+            });
+        });
+        assert_eq!(a.get().unwrap().borrow().current(), labels(1));
+        drop(a);
+        let c = PerThread::new();
+        assert!(c.get().is_none(), "a new layer starts without a stack");
+        assert_eq!(b.get().unwrap().borrow().current(), labels(2));
     }
 
     #[test]

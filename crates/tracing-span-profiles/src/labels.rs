@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -172,25 +173,20 @@ impl fmt::Debug for LabelSet {
 /// belongs to the few samples that name them, not to every span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RootIds {
-    /// The span id's bytes read big-endian (a valid span id is never 0).
-    span: u64,
+    /// The span id's bytes read big-endian (a valid span id is never 0, which also makes
+    /// `Option<RootIds>` as small as `RootIds`).
+    span: NonZeroU64,
     /// The trace id's, likewise, in two words (0: not labelled).
     trace: [u64; 2],
 }
 
 impl RootIds {
-    /// No ids: what a span outside any sampled local trace carries, in the layer's own records.
-    pub(crate) const NONE: RootIds = RootIds {
-        span: 0,
-        trace: [0; 2],
-    };
-
     /// The ids of a root span, `trace_id` `None` when the trace id is not labelled. `None` if
     /// `span_id` is invalid (all zeros).
     pub fn new(span_id: SpanId, trace_id: Option<TraceId>) -> Option<Self> {
-        let span = u64::from_be_bytes(span_id.to_bytes());
+        let span = NonZeroU64::new(u64::from_be_bytes(span_id.to_bytes()))?;
         let trace = trace_id.map_or(0, |t| u128::from_be_bytes(t.to_bytes()));
-        (span != 0).then_some(RootIds {
+        Some(RootIds {
             span,
             trace: [(trace >> 64) as u64, trace as u64],
         })
@@ -198,7 +194,7 @@ impl RootIds {
 
     /// The root's OTel span id: the `span_id` label, and the root's `pyroscope.profile.id`.
     pub fn span_id(&self) -> SpanId {
-        SpanId::from(self.span)
+        SpanId::from(self.span.get())
     }
 
     /// The root's trace id: the `trace_id` label, unless the layer leaves it off
@@ -211,7 +207,7 @@ impl RootIds {
     /// The span id as a number, for sinks that store it as one.
     #[cfg_attr(not(feature = "sampler"), allow(dead_code))]
     pub(crate) fn span_u64(&self) -> u64 {
-        self.span
+        self.span.get()
     }
 
     /// The trace id as a number (0: not labelled).

@@ -7,13 +7,11 @@
 //! tasks and a task hops threads at every `.await`: labels must follow enter/exit of each poll, not
 //! span creation and close.
 
-use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TraceContextExt;
 use smallvec::SmallVec;
-use thread_local::ThreadLocal;
 use tracing::field::{Field, Visit};
 use tracing::span::{self, Attributes, Record};
 use tracing::{Dispatch, Subscriber};
@@ -21,7 +19,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use super::entered::{Closes, Entered, Resolved};
+use super::entered::{Closes, PerThread, Resolved};
 use super::labels::{LabelSink, PROFILE_ID_ATTRIBUTE, RootIds, SPAN_NAME_LABEL, SpanLabels};
 use super::shared_sets::SharedSets;
 use super::value::Value;
@@ -95,7 +93,7 @@ pub struct SpanProfileLayer<K> {
     options: Options,
     /// Per thread, the spans entered on it, innermost last, with the labels each put in force,
     /// and the labels of spans entered recently.
-    entered: ThreadLocal<RefCell<Entered>>,
+    entered: PerThread,
     /// Per bucket of span ids, how many closed: what keeps the per-thread caches honest.
     closes: Closes,
     /// The span-name and field labels of every span, one set per distinct content.
@@ -128,7 +126,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         SpanProfileLayer {
             sink,
             options: Options::default(),
-            entered: ThreadLocal::new(),
+            entered: PerThread::new(),
             closes: Closes::new(),
             shared: SharedSets::default(),
         }
@@ -232,7 +230,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
             }
         };
         let resolved = Resolved {
-            root: linked.unwrap_or(parent.root),
+            root: linked.or(parent.root),
             shared,
         };
         match state {
@@ -330,10 +328,10 @@ where
         let raw = id.into_u64();
         let (resolved, closes) = match entered.cached(raw, &self.closes) {
             Ok(hit) => hit,
-            Err(closes) => {
-                let Some(span) = ctx.span(id) else { return };
-                (self.labels_of(&span), closes)
-            }
+            Err(closes) => match self.look_up(id, &ctx) {
+                Some(resolved) => (resolved, closes),
+                None => return,
+            },
         };
         self.switch(entered.current(), resolved);
         entered.push(raw, closes, resolved);
@@ -360,6 +358,17 @@ where
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
+    /// A span's labels through the registry: the first enter of a span on a thread (or the
+    /// first after its cache entry was evicted), kept off `on_enter`'s common path.
+    #[cold]
+    #[inline(never)]
+    fn look_up<S>(&self, id: &span::Id, ctx: &Context<'_, S>) -> Option<Resolved>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        ctx.span(id).map(|span| self.labels_of(&span))
+    }
+
     /// Calls the sink unless `from` and `to` are the same labels (the common case for a child
     /// span without labels of its own).
     #[inline]
@@ -373,7 +382,7 @@ impl<K: LabelSink> SpanProfileLayer<K> {
     #[inline]
     fn view(&self, resolved: Resolved) -> Option<SpanLabels<'_>> {
         (!resolved.is_empty()).then(|| SpanLabels {
-            root: resolved.root(),
+            root: resolved.root,
             // SAFETY: the set is one of this layer's, which lives as long as the borrow of it.
             shared: resolved.shared.map(|set| unsafe { set.get() }),
         })
