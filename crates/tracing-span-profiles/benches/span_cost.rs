@@ -16,10 +16,14 @@
 //!   `EnteredIds` instead, a layer that only keeps each thread's entered span ids: what
 //!   `tracing` itself charges any layer that follows polls (its callbacks), against which the
 //!   label layer's own work can be told apart.
+//! - `requests_in_flight/*`: the same requests, eight in flight on one thread and polled in turn,
+//!   as a worker serves `wrk -c8`: one step polls one request; a request takes five steps. Its
+//!   spans compete for the layer's per-thread cache, which one request at a time never shows.
 //!
 //! `cargo bench -p tracing-span-profiles --bench span_cost` prints time per operation.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
@@ -115,13 +119,7 @@ fn span_life(c: &mut Criterion) {
 }
 
 fn request_life(c: &mut Criterion) {
-    let remote = OtelContext::new().with_remote_span_context(SpanContext::new(
-        TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128),
-        SpanId::from(0xb7ad_6b71_6920_3331_u64),
-        TraceFlags::SAMPLED,
-        true,
-        TraceState::default(),
-    ));
+    let remote = remote_parent();
     compare_stacks(c, "request_life", false, || one_request(&remote));
 }
 
@@ -257,30 +255,143 @@ fn bench_under(
 /// (or `valgrind --tool=callgrind --toggle-collect=span_cost::one_request`) can count it alone.
 #[inline(never)]
 fn one_request(remote: &OtelContext) {
-    use tracing::field::Empty;
-    let root = tracing::info_span!(
-        "HTTP request",
-        otel.name = %"GET /bike",
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = "GET",
-        http.route = Empty,
-        http.response.status_code = Empty,
-        url.path = "/bike",
-        url.scheme = "http",
-        network.protocol.version = "1.1",
-    );
-    root.record("http.route", "/bike");
-    let _ = root.set_parent(remote.clone());
-    let order = root.in_scope(|| tracing::info_span!("order_bike", vehicle = "bike"));
-    let find = order.in_scope(|| tracing::info_span!("find_nearest_vehicle", search_radius = 2));
-    for _poll in 0..5 {
-        let _root = root.enter();
-        let _order = order.enter();
-        let _find = find.enter();
+    let request = Request::new(remote);
+    for _poll in 0..POLLS {
+        request.poll();
     }
-    root.record("http.response.status_code", 200_i64);
+    request.finish();
 }
 
-criterion_group!(benches, label_switch, span_life, request_life);
+/// Polls of one request: the service's `/bike` at the benchmark's work scale.
+const POLLS: u8 = 5;
+
+/// One request's spans: the server span under a remote parent, its order and the search.
+struct Request {
+    root: tracing::Span,
+    order: tracing::Span,
+    find: tracing::Span,
+}
+
+impl Request {
+    fn new(remote: &OtelContext) -> Self {
+        use tracing::field::Empty;
+        let root = tracing::info_span!(
+            "HTTP request",
+            otel.name = %"GET /bike",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = "GET",
+            http.route = Empty,
+            http.response.status_code = Empty,
+            url.path = "/bike",
+            url.scheme = "http",
+            network.protocol.version = "1.1",
+        );
+        root.record("http.route", "/bike");
+        let _ = root.set_parent(remote.clone());
+        let order = root.in_scope(|| tracing::info_span!("order_bike", vehicle = "bike"));
+        let find =
+            order.in_scope(|| tracing::info_span!("find_nearest_vehicle", search_radius = 2));
+        Request { root, order, find }
+    }
+
+    /// One poll: the request's task entered and exited, its spans nested.
+    fn poll(&self) {
+        let _root = self.root.enter();
+        let _order = self.order.enter();
+        let _find = self.find.enter();
+    }
+
+    /// The response recorded; the spans close as `self` drops.
+    fn finish(self) {
+        self.root.record("http.response.status_code", 200_i64);
+    }
+}
+
+/// Requests in flight on one thread, each polled in turn; see `requests_in_flight`.
+struct InFlight {
+    remote: OtelContext,
+    requests: VecDeque<(Request, u8)>,
+}
+
+impl InFlight {
+    /// As many requests as `wrk -c8` keeps open, at staggered points of their lives, so that
+    /// they end (and their span ids are reused) one at a time.
+    const REQUESTS: usize = 8;
+
+    fn new(remote: &OtelContext) -> Self {
+        let requests = (0..Self::REQUESTS)
+            .map(|i| (Request::new(remote), i as u8 % POLLS))
+            .collect();
+        InFlight {
+            remote: remote.clone(),
+            requests,
+        }
+    }
+
+    /// Polls the next request once; a request polled [`POLLS`] times is finished and replaced.
+    /// Not inlined, for callgrind's `--toggle-collect=span_cost::InFlight::step`.
+    #[inline(never)]
+    fn step(&mut self) {
+        let Some((request, polls)) = self.requests.pop_front() else {
+            return;
+        };
+        request.poll();
+        if polls + 1 < POLLS {
+            self.requests.push_back((request, polls + 1));
+        } else {
+            request.finish();
+            self.requests.push_back((Request::new(&self.remote), 0));
+        }
+    }
+}
+
+fn requests_in_flight(c: &mut Criterion) {
+    let remote = remote_parent();
+    let mut group = c.benchmark_group("requests_in_flight");
+    let (_backend, sink) = sampler_backend(Default::default());
+    let tp = provider();
+    let tp_plain = provider();
+    let stacks: [(&str, Box<dyn Subscriber + Send + Sync>); 2] = [
+        (
+            "service_settings_and_labels",
+            Box::new(service_stack(&tp, labels(sink))),
+        ),
+        (
+            "service_settings_otel_only",
+            Box::new(tracing_subscriber::registry().with(lean(
+                tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench")),
+            ))),
+        ),
+    ];
+    for (name, subscriber) in stacks {
+        tracing::subscriber::with_default(subscriber, || {
+            let mut in_flight = InFlight::new(&remote);
+            group.bench_function(name, |b| b.iter(|| in_flight.step()));
+        });
+    }
+    group.finish();
+    for tp in [tp, tp_plain] {
+        let _ = tp.shutdown();
+    }
+}
+
+/// The `traceparent` every benchmarked request comes with.
+fn remote_parent() -> OtelContext {
+    OtelContext::new().with_remote_span_context(SpanContext::new(
+        TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128),
+        SpanId::from(0xb7ad_6b71_6920_3331_u64),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
+}
+
+criterion_group!(
+    benches,
+    label_switch,
+    span_life,
+    request_life,
+    requests_in_flight
+);
 criterion_main!(benches);
