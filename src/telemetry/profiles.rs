@@ -49,6 +49,7 @@ impl Profiler {
                 unwinder_busy = s.samples_unwinder_busy,
                 label_sets_interned = s.label_sets_interned,
                 label_sets_live = s.label_sets_live,
+                spans_over_label_bound = s.spans_over_label_bound,
                 "sampler totals"
             );
         }

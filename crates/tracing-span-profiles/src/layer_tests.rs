@@ -128,6 +128,30 @@ fn field_values_are_cut_and_unlisted_fields_ignored() {
     });
 }
 
+/// Past the bound on distinct label combinations, a span runs under its parent's labels (never
+/// unlabelled, never a new set), and the process counts it where the sampler's stats show it.
+#[test]
+fn past_the_bound_a_span_keeps_its_parents_labels_and_is_counted() {
+    use crate::shared_sets::{MAX_SHARED_SETS, SPANS_OVER_BOUND};
+    use std::sync::atomic::Ordering::Relaxed;
+    let mirror = Mirror::default();
+    let subscriber = tracing_subscriber::registry().with(layer(&mirror));
+    let before = SPANS_OVER_BOUND.load(Relaxed);
+    tracing::subscriber::with_default(subscriber, || {
+        let _root = tracing::info_span!("request", vehicle = "car").entered();
+        // With the root's, these fill the layer's table.
+        for i in 1..MAX_SHARED_SETS {
+            let _order = tracing::info_span!("order", vehicle = i).entered();
+            assert_eq!(mirror.label("vehicle"), Some(i.to_string()));
+        }
+        let _over = tracing::info_span!("order", vehicle = "one too many").entered();
+        assert_eq!(mirror.label("vehicle").as_deref(), Some("car"));
+    });
+    assert!(SPANS_OVER_BOUND.load(Relaxed) > before);
+    #[cfg(feature = "sampler")]
+    assert!(crate::sampler::stats().spans_over_label_bound > before);
+}
+
 /// A label field declared empty and recorded before the span is first entered labels it, as a
 /// field given at creation does.
 #[test]

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 use thread_local::ThreadLocal;
@@ -20,6 +21,11 @@ use crate::value::Value;
 /// Distinct sets kept at most. Label values are meant to come from a small set (Pyroscope makes
 /// series of them); past this many combinations a span runs under its parent's labels.
 pub(crate) const MAX_SHARED_SETS: usize = 4096;
+
+/// Spans, in this process, that ran under their parent's labels because their layer already kept
+/// [`MAX_SHARED_SETS`]: what tells a user that a label field has too many values (read through the
+/// sampler's `stats()`).
+pub(crate) static SPANS_OVER_BOUND: AtomicU64 = AtomicU64::new(0);
 
 /// Entries of each thread's memo (direct-mapped): a service has few distinct label sets.
 const MEMO_LEN: usize = 64;
@@ -128,6 +134,7 @@ impl SharedSets {
             return Some(SharedRef::new(kept));
         }
         if sets.len() >= MAX_SHARED_SETS {
+            SPANS_OVER_BOUND.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let kept = Box::new(set);

@@ -241,13 +241,7 @@ fn labels_follow_tasks_interleaved_on_two_workers() {
         }
     });
     drop(runtime);
-    eprintln!("DBG before report {:?}", delta(&before, &stats()));
     let reports = report(&mut backend);
-    eprintln!(
-        "DBG after report {:?} total {}",
-        delta(&before, &stats()),
-        total(&reports)
-    );
     backend.shutdown().unwrap();
     let after = stats();
     let stacks = stacks(&reports);
@@ -1020,5 +1014,6 @@ fn delta(before: &SamplerStats, after: &SamplerStats) -> SamplerStats {
         label_sets_reclaimed: after.label_sets_reclaimed - before.label_sets_reclaimed,
         label_switches_overflowed: after.label_switches_overflowed
             - before.label_switches_overflowed,
+        spans_over_label_bound: after.spans_over_label_bound - before.spans_over_label_bound,
     }
 }

@@ -63,6 +63,7 @@ mod unwind;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pyroscope::backend::{BackendConfig, BackendImpl, BackendUninitialized};
@@ -231,6 +232,10 @@ pub struct SamplerStats {
     pub label_sets_reclaimed: u64,
     /// Switches to a set that found the table full.
     pub label_switches_overflowed: u64,
+    /// Spans that ran under their parent's labels (the label layer's own table was full: it
+    /// keeps at most 4096 combinations of span name and label-field values, in each layer):
+    /// a label field has too many distinct values.
+    pub spans_over_label_bound: u64,
 }
 
 /// Current counters of this process's sampler(s).
@@ -255,5 +260,6 @@ pub fn stats() -> SamplerStats {
         label_sets_interned: table.interned,
         label_sets_reclaimed: table.reclaimed,
         label_switches_overflowed: table.overflowed_switches,
+        spans_over_label_bound: crate::shared_sets::SPANS_OVER_BOUND.load(Ordering::Relaxed),
     }
 }
