@@ -105,9 +105,12 @@ pub(super) async fn http_server_span(
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
+    // Given as text, not through `Display`: each layer that reads it (tracing-opentelemetry's,
+    // the label layer's) then copies it instead of running the formatting machinery.
+    let name = span_name(method, route);
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %span_name(method, route),
+        otel.name = name.as_str(),
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,

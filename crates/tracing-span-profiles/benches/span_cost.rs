@@ -277,7 +277,7 @@ impl Request {
         use tracing::field::Empty;
         let root = tracing::info_span!(
             "HTTP request",
-            otel.name = %"GET /bike",
+            otel.name = "GET /bike",
             otel.kind = "server",
             otel.status_code = Empty,
             http.request.method = "GET",
