@@ -5,8 +5,9 @@
 //! the first address and OTLP/HTTP + Pyroscope push on the second, and prints a JSON line of
 //! counts every `RECEIVERS_REPORT_EVERY` (default 5s) and at SIGTERM/Ctrl-C. With
 //! `RECEIVERS_FOLDED=FILE`, it also appends every CPU sample to FILE as folded stacks
-//! (`root;...;leaf count`), for `inferno-flamegraph` or a quick `sort | head`: the profile of the
-//! profiled service itself.
+//! (`[span_id];root;...;leaf count`, the first frame `[no span_id]` for samples outside any
+//! request span), for `inferno-flamegraph` or a quick `sort | head`: the profile of the profiled
+//! service itself.
 
 use std::time::Duration;
 
@@ -104,7 +105,13 @@ impl Totals {
         }
         if let Some(file) = &mut self.folded {
             use std::io::Write;
-            let _ = writeln!(file, "{} {n}", sample.stack.join(";"));
+            // The root frame says whether the sample carries a span: a flame graph of the file
+            // then splits the service's CPU into what its request spans cover and what they miss.
+            let root = match sample.label("span_id") {
+                Some(_) => "[span_id]",
+                None => "[no span_id]",
+            };
+            let _ = writeln!(file, "{root};{} {n}", sample.stack.join(";"));
         }
     }
 
