@@ -14,7 +14,7 @@ use opentelemetry::trace::TraceContextExt;
 use smallvec::SmallVec;
 use tracing::field::{Field, Visit};
 use tracing::span::{self, Attributes, Record};
-use tracing::{Dispatch, Subscriber};
+use tracing::{Dispatch, Metadata, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
@@ -48,6 +48,12 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Whether spans of this callsite may have a field the layer keeps (fields are declared at
+    /// the callsite: a span records no other).
+    fn may_keep(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.fields().iter().any(|f| self.kept(&f).is_some())
+    }
+
     /// Where the layer keeps `field`, if it does: most fields of most spans are not kept, and
     /// are not copied.
     fn kept(&self, field: &Field) -> Option<Kept> {
@@ -235,6 +241,11 @@ impl<K: LabelSink> SpanProfileLayer<K> {
         };
         match state {
             Some(state) => state.resolved = Some(resolved),
+            // A child that can never hold a label of its own (no field the layer keeps, so none
+            // can be recorded later) has its parent's labels for good: storing them would cost
+            // an allocation and its free at close, where finding them again costs a parent
+            // lookup, and only when the thread's cache misses.
+            None if !gets_id && !self.options.may_keep(span.metadata()) => {}
             None => extensions.insert(SpanState {
                 resolved: Some(resolved),
                 ..SpanState::default()

@@ -354,6 +354,29 @@ fn every_span_mode_gives_each_span_its_own_id() {
     }
 }
 
+/// A child with no field of its own that the layer keeps runs under its parent's labels on every
+/// thread, including one that never saw it (its labels are then found again from the parent's).
+#[test]
+fn a_child_without_labels_of_its_own_carries_its_parents_on_every_thread() {
+    let mirror = Mirror::default();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer(&mirror)));
+    tracing::dispatcher::with_default(&dispatch, || {
+        let order = tracing::info_span!("order_car", vehicle = "car");
+        let find = order.in_scope(|| tracing::info_span!("find_nearest_vehicle", radius = 2));
+        find.in_scope(|| assert_eq!(mirror.label("vehicle").as_deref(), Some("car")));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    find.in_scope(|| assert_eq!(mirror.label("vehicle").as_deref(), Some("car")));
+                    assert_eq!(mirror.now(), None);
+                })
+            });
+        });
+        find.in_scope(|| assert_eq!(mirror.label("vehicle").as_deref(), Some("car")));
+    });
+    assert!(mirror.inconsistencies.lock().unwrap().is_empty());
+}
+
 /// Many tasks interleave on two workers and hop threads at every `.await`; after every poll
 /// boundary, the thread's labels must be those of the task that is running.
 #[test]

@@ -111,3 +111,23 @@ fn a_labelled_span_costs_its_state_alone() {
         );
     });
 }
+
+/// A child with no field the layer keeps (most spans of a service) allocates nothing: it runs
+/// under its parent's labels, which the layer does not copy into it.
+#[test]
+fn a_child_without_labels_of_its_own_allocates_nothing() {
+    with_layer(|| {
+        let order = tracing::info_span!("order", vehicle = "bike");
+        drop(order.enter());
+        let child = || {
+            let find = tracing::info_span!(parent: &order, "find_nearest_vehicle", radius = 2);
+            drop(find.enter());
+        };
+        child();
+        let cost = allocations_in(child);
+        assert_eq!(
+            cost, 0,
+            "a child without labels of its own cost {cost} allocations"
+        );
+    });
+}
