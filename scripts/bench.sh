@@ -23,7 +23,11 @@
 #                                                    # service's default, http/protobuf
 #   BASELINE=/tmp/old/rideshare SETUPS="bare sampler sampler@baseline" scripts/bench.sh
 #                                                    # a setup@baseline runs that binary (e.g.
-#                                                    # another commit's) in the same rounds
+#                                                    # another commit's) in the same rounds, and
+#                                                    # the two are compared round by round
+#   ORDER=abba RUNS=8 BASELINE=... SETUPS="sampler sampler@baseline" scripts/bench.sh
+#                                                    # even rounds run the setups backwards, so
+#                                                    # no setup always runs in the same place
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +38,7 @@ RUNS=${RUNS:-3}
 WORK_SCALE=${WORK_SCALE:-0.0005}
 PROTOCOL=${PROTOCOL:-http/protobuf}
 SETUPS=${SETUPS:-"bare off sampler thread-tags"}
+ORDER=${ORDER:-fixed}
 APP=127.0.0.1:${APP_PORT:-16000}
 GRPC=127.0.0.1:${GRPC_PORT:-16317}
 HTTP=127.0.0.1:${HTTP_PORT:-16318}
@@ -44,6 +49,10 @@ case $PROTOCOL in
   grpc) OTLP=http://$GRPC ;;
   http/protobuf) OTLP=http://$HTTP ;;
   *) echo "bench: PROTOCOL is grpc or http/protobuf, not $PROTOCOL" >&2; exit 1 ;;
+esac
+case $ORDER in
+  fixed|abba) ;;
+  *) echo "bench: ORDER is fixed or abba, not $ORDER" >&2; exit 1 ;;
 esac
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 
@@ -115,10 +124,17 @@ for setup in $SETUPS; do # every setup known, and a baseline binary where one is
     echo "bench: $setup needs BASELINE=path to another rideshare binary" >&2; exit 1
   fi
 done
-echo "setup rps p99_ms cpu_s requests run_cpu_s samples labelled created exported" >"$out/results"
+echo "setup rps p99_ms cpu_s requests run_cpu_s samples labelled created exported round" >"$out/results"
 for round in $(seq "$RUNS"); do
-  for setup in $SETUPS; do
-    echo "round $round: $(run_setup "$setup" | tee -a "$out/results")" >&2
+  order=$SETUPS
+  # abba: even rounds run the setups backwards, so no setup always follows the same one.
+  if [ "$ORDER" = abba ] && [ $((round % 2)) -eq 0 ]; then
+    order=$(tr ' ' '\n' <<<"$SETUPS" | tac | tr '\n' ' ')
+  fi
+  for setup in $order; do
+    line=$(run_setup "$setup")
+    echo "$line $round" >>"$out/results"
+    echo "round $round: $line" >&2
   done
 done
 
@@ -157,3 +173,31 @@ awk -v setups="$SETUPS" '
       printf "\n"
     }
   }' "$out/percentiles"
+
+# A setup against its @baseline, paired by round (each round's mean of either): the machine's
+# slow and fast moments fall on both sides of a pair, so the differences are what tell builds
+# apart, with their standard error.
+awk '
+  NR == 1 { next }
+  {
+    s = $1; r = $11; seen[s] = 1; rounds[r] = 1
+    cnt[s, r]++; cpu[s, r] += 1e6 * $6 / $5; p99[s, r] += $3
+  }
+  END {
+    for (s in seen) {
+      b = s "@baseline"
+      if (s ~ /@baseline$/ || !(b in seen)) continue
+      n = 0; sum = 0; ss = 0; psum = 0; pss = 0; up = 0
+      for (r in rounds) {
+        if (!cnt[s, r] || !cnt[b, r]) continue
+        d = cpu[s, r] / cnt[s, r] - cpu[b, r] / cnt[b, r]
+        dp = p99[s, r] / cnt[s, r] - p99[b, r] / cnt[b, r]
+        n++; sum += d; ss += d * d; psum += dp; pss += dp * dp; up += (dp > 0)
+      }
+      if (n < 2) continue
+      m = sum / n; sd = sqrt((ss - n * m * m) / (n - 1))
+      pm = psum / n; psd = sqrt((pss - n * pm * pm) / (n - 1))
+      printf "\n%s minus %s, paired by round (%d): CPU/req %+.1f us (sd %.1f, standard error %.1f); p99 %+.2f ms (standard error %.2f), higher in %d of %d rounds\n", \
+        s, b, n, m, sd, sd / sqrt(n), pm, psd / sqrt(n), up, n
+    }
+  }' "$out/results"
