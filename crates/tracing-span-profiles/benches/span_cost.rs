@@ -156,10 +156,7 @@ fn compare_stacks(c: &mut Criterion, name: &str, defaults: bool, work: impl Fn()
     bench_under(
         &mut group,
         "service_settings_otel_only",
-        // No layer on top at all: even `Identity` costs a few hundred instructions a request.
-        tracing_subscriber::registry().with(lean(
-            tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench")),
-        )),
+        otel_only(&tp_plain),
         work,
     );
     let tp_defaults = defaults.then(provider);
@@ -221,6 +218,14 @@ where
             tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
         ))
         .with(layer)
+}
+
+/// The service's stack without the label layer: what labels are measured against. No layer on
+/// top at all: even `Identity` costs a few hundred instructions a request.
+fn otel_only(tp: &SdkTracerProvider) -> impl Subscriber + Send + Sync {
+    tracing_subscriber::registry().with(lean(
+        tracing_opentelemetry::layer().with_tracer(tp.tracer("bench")),
+    ))
 }
 
 /// The `tracing-opentelemetry` settings of the rideshare service: no per-poll timings or context
@@ -357,12 +362,7 @@ fn requests_in_flight(c: &mut Criterion) {
             "service_settings_and_labels",
             Box::new(service_stack(&tp, labels(sink))),
         ),
-        (
-            "service_settings_otel_only",
-            Box::new(tracing_subscriber::registry().with(lean(
-                tracing_opentelemetry::layer().with_tracer(tp_plain.tracer("bench")),
-            ))),
-        ),
+        ("service_settings_otel_only", Box::new(otel_only(&tp_plain))),
     ];
     for (name, subscriber) in stacks {
         tracing::subscriber::with_default(subscriber, || {

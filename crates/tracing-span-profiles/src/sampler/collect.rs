@@ -9,7 +9,7 @@ use pyroscope::backend::{BackendConfig, StackFrame, Tag};
 use pyroscope::encode::r#gen::google::{Label, Profile};
 
 use super::interner::{Freed, LabelTable, Resolved, unpack};
-use super::pprof::PprofBuilder;
+use super::pprof::{PprofBuilder, tag_pairs};
 use super::ring::{Ring, SampleRecord};
 use super::stats;
 use super::symbols::{Name, SymbolTable};
@@ -155,8 +155,12 @@ impl IdLabels {
             has_trace: prefix[4] != 0 && trace != 0,
         };
         // Both buffers are exactly twice the bytes encoded: this cannot fail.
-        let _ = hex::encode_to_slice(prefix[4].to_be_bytes(), &mut ids.span);
-        let _ = hex::encode_to_slice(trace.to_be_bytes(), &mut ids.trace);
+        if ids.has_span {
+            let _ = hex::encode_to_slice(prefix[4].to_be_bytes(), &mut ids.span);
+        }
+        if ids.has_trace {
+            let _ = hex::encode_to_slice(trace.to_be_bytes(), &mut ids.trace);
+        }
         ids
     }
 
@@ -174,11 +178,6 @@ impl IdLabels {
         let trace = self.has_trace.then(|| (TRACE_ID_LABEL, text(&self.trace)));
         span.into_iter().chain(trace)
     }
-}
-
-/// Tags as (key, value) pairs.
-fn pairs(tags: &[Tag]) -> impl Iterator<Item = (&str, &str)> {
-    tags.iter().map(|t| (t.key.as_str(), t.value.as_str()))
 }
 
 /// Symbolizes collected stacks and builds `Report`s; owned by the backend, so that `report()`
@@ -245,11 +244,15 @@ impl Symbolizer {
             let labels = match set_labels.get_mut(set) {
                 // A key with no ids and no thread: its set's labels are made once per report.
                 Some(cached) if thread.is_empty() && id_labels.is_empty() => cached
-                    .get_or_insert_with(|| pprof.labels(pairs(&label_sets[set])))
+                    .get_or_insert_with(|| pprof.labels(tag_pairs(&label_sets[set])))
                     .clone(),
                 _ => {
                     let tags = label_sets.get(set).map_or(&[][..], |t| &t[..]);
-                    pprof.labels(pairs(tags).chain(pairs(&thread)).chain(id_labels.pairs()))
+                    pprof.labels(
+                        tag_pairs(tags)
+                            .chain(tag_pairs(&thread))
+                            .chain(id_labels.pairs()),
+                    )
                 }
             };
             pprof.sample(ids, count, labels);

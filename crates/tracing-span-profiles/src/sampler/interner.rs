@@ -101,10 +101,12 @@ impl Freed {
         self.0.iter().map(|e| Arc::downgrade(&e.set)).collect()
     }
 
-    /// Drops the sets a slice at a time and yields the CPU between slices. A reclaim frees a
-    /// set for about every span of the epoch, memory the workers allocated; dropped in one go
-    /// that is a millisecond or more during which, on a busy core, no request is served (the
-    /// kernel does not preempt a thread in less than a tick). Sliced, requests run in between.
+    /// Drops the sets a slice at a time and yields the CPU between slices. The layer's sets are
+    /// few and shared, but a caller of the sink that switches to a set of its own per request
+    /// (one naming its `span_id`, say) leaves a set per request for reclaim, memory the workers
+    /// allocated; dropped in one go that is a millisecond or more during which, on a busy core,
+    /// no request is served (the kernel does not preempt a thread in less than a tick). Sliced,
+    /// requests run in between.
     pub(crate) fn release(mut self) {
         while !self.0.is_empty() {
             let keep = self.0.len().saturating_sub(RELEASE_SLICE);

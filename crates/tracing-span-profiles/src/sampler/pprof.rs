@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use pyroscope::backend::StackFrame;
+use pyroscope::backend::{StackFrame, Tag};
 use pyroscope::encode::r#gen::google::{
     Function, Label, Line, Location, Profile, Sample, ValueType,
 };
@@ -21,6 +21,11 @@ pub(crate) struct PprofBuilder {
     functions: HashMap<(i64, i64), u64>,
     /// `(function id, line)` -> location id.
     locations: HashMap<(u64, i64), u64>,
+}
+
+/// Tags as the (key, value) pairs [`PprofBuilder::labels`] takes.
+pub(crate) fn tag_pairs(tags: &[Tag]) -> impl Iterator<Item = (&str, &str)> {
+    tags.iter().map(|t| (t.key.as_str(), t.value.as_str()))
 }
 
 impl PprofBuilder {
@@ -81,7 +86,7 @@ impl PprofBuilder {
         location_id
     }
 
-    /// String labels for `tags`; a later tag wins over an earlier one with the same key.
+    /// String labels for `pairs`; a later pair wins over an earlier one with the same key.
     pub(crate) fn labels<'a>(
         &mut self,
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -119,7 +124,6 @@ impl PprofBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pyroscope::backend::Tag;
     use pyroscope::backend::{Metadata, Report, StackTrace};
 
     /// The function name, file name and line of location `id`.
@@ -214,7 +218,7 @@ mod tests {
         let mut builder = PprofBuilder::new(100);
         for (frames, tags, count) in &stacks {
             let ids = frames.iter().map(|f| builder.location(f)).collect();
-            let labels = builder.labels(tags.iter().map(|t| (t.key.as_str(), t.value.as_str())));
+            let labels = builder.labels(tag_pairs(tags));
             builder.sample(ids, *count as u64, labels);
         }
         let built = builder.finish();
