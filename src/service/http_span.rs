@@ -15,6 +15,8 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::edge::ServerSpan;
+
 /// The methods the semantic conventions call known by default: RFC 9110's, PATCH (RFC 5789) and
 /// QUERY (httpbis-safe-method-w-body), in `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` form.
 pub const DEFAULT_KNOWN_METHODS: &str =
@@ -94,7 +96,9 @@ const OTHER_METHOD_NAME: &str = "HTTP";
 const MAX_VALUE_BYTES: usize = 1024;
 
 /// Middleware: runs the rest of the request inside a SERVER span named `{method} {route}`, or
-/// `{method}` when no route matched (the conventions forbid the path: it is unbounded).
+/// `{method}` when no route matched (the conventions forbid the path: it is unbounded). The
+/// response carries the span out as a [`ServerSpan`]: the serve loop writes an HTTP/1 response
+/// inside it and ends it once the response is sent.
 pub(super) async fn http_server_span(
     State(known): State<KnownMethods>,
     request: Request,
@@ -133,12 +137,14 @@ pub(super) async fn http_server_span(
     });
     let _ = span.set_parent(parent);
 
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }
+    // The edge keeps it open, and entered, while it writes the response.
+    response.extensions_mut().insert(ServerSpan(span));
     response
 }
 

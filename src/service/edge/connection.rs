@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{Request, Response};
+use axum::http::{Request, Response, Version};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::first_head::{self, Prefixed};
+use super::response_span::{ResponseSpan, ServerSpan, SpanWrites};
 use super::waiting::Place;
 
 /// How long a connection that was told to close may still take with nothing in flight (an
@@ -105,10 +106,20 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that holds its request's [`InFlight`].
+/// A response body that holds its request's [`InFlight`], and tells the connection's
+/// [`ResponseSpan`] when hyper has taken all of it.
 pub(super) struct TrackedBody {
     inner: Body,
     _in_flight: InFlight,
+    response_span: Option<Arc<ResponseSpan>>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(span) = &self.response_span {
+            span.body_taken();
+        }
+    }
 }
 
 impl HttpBody for TrackedBody {
@@ -131,11 +142,13 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// The router as hyper calls it, counting this connection's requests.
+/// The router as hyper calls it, counting this connection's requests and handing each HTTP/1
+/// response's server span to the connection's writes.
 #[derive(Clone)]
 pub(super) struct Tracked {
     app: TowerToHyperService<Router>,
     activity: Arc<Activity>,
+    response_span: Arc<ResponseSpan>,
 }
 
 type TrackedFuture =
@@ -148,12 +161,19 @@ impl Service<Request<Incoming>> for Tracked {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.begin();
+        let response_span =
+            (request.version() < Version::HTTP_2).then(|| Arc::clone(&self.response_span));
         let response = self.app.call(request.map(Body::new));
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            let server_span = response.extensions_mut().remove::<ServerSpan>();
+            if let (Some(writes), Some(ServerSpan(span))) = (&response_span, server_span) {
+                writes.writing(span);
+            }
             Ok(response.map(|inner| TrackedBody {
                 inner,
                 _in_flight: in_flight,
+                response_span,
             }))
         })
     }
@@ -183,11 +203,13 @@ pub(super) async fn serve_connection(
         _ = stop.changed() => return,
     };
     drop(place);
+    let response_span = Arc::new(ResponseSpan::default());
     let service = Tracked {
         app,
         activity: Arc::clone(&activity),
+        response_span: Arc::clone(&response_span),
     };
-    let io = TokioIo::new(Prefixed::new(ahead, stream));
+    let io = TokioIo::new(SpanWrites::new(Prefixed::new(ahead, stream), response_span));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut closing = false;

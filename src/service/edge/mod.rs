@@ -7,6 +7,7 @@
 
 mod connection;
 mod first_head;
+mod response_span;
 #[cfg(test)]
 mod tests;
 mod waiting;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use connection::Quiet;
+pub(super) use response_span::ServerSpan;
 use waiting::Waiting;
 
 /// How often an HTTP/2 connection is pinged, and how long the answer may take before the peer is

@@ -232,3 +232,48 @@ async fn over_the_cap_a_newcomer_takes_the_slot_of_the_client_that_waited_longes
         "the younger slow client is still open"
     );
 }
+
+/// Counts closed `HTTP request` spans.
+#[derive(Clone, Default)]
+struct ServerSpansClosed(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S> tracing_subscriber::Layer<S> for ServerSpansClosed
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if ctx.span(&id).is_some_and(|s| s.name() == "HTTP request") {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl ServerSpansClosed {
+    /// Waits (at most [`SLACK`]) until `n` spans have closed; how many had.
+    async fn reach(&self, n: usize) -> usize {
+        let deadline = Instant::now() + SLACK;
+        loop {
+            let closed = self.0.load(std::sync::atomic::Ordering::SeqCst);
+            if closed >= n || Instant::now() >= deadline {
+                return closed;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_server_span_on_a_keep_alive_connection_ends_once_its_response_is_written() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let closed = ServerSpansClosed::default();
+    // The test's runtime has one thread: the server's tasks run under this subscriber too.
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(closed.clone()));
+    let addr = start(options(Duration::from_secs(30), Duration::from_secs(30), 4)).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    for n in 1..=3 {
+        assert_eq!(get(&mut stream).await, Some(200), "request {n}");
+        // Not held until the next request or the connection's end: the connection stays open.
+        assert_eq!(closed.reach(n).await, n, "spans ended after response {n}");
+    }
+}
