@@ -11,6 +11,8 @@
 #   CPU per request: process CPU seconds (/proc/<pid>/stat) over the measured run / requests.
 # Then a second table: each setup's latency at p50, p75, p90, p95, p99 and p99.9 (mean over the
 # rounds, from scripts/latency_percentiles.lua), to see where a setup departs from bare.
+# Last, setups compared round by round, with the standard error of the difference: each against
+# bare, sampler against off (what labels cost), and a setup against its @baseline.
 #
 #   scripts/bench.sh                                 # 3 rounds of 5 s; needs wrk and taskset
 #   RUNS=5 DURATION=20s CONNECTIONS=64 scripts/bench.sh
@@ -23,8 +25,7 @@
 #                                                    # service's default, http/protobuf
 #   BASELINE=/tmp/old/rideshare SETUPS="bare sampler sampler@baseline" scripts/bench.sh
 #                                                    # a setup@baseline runs that binary (e.g.
-#                                                    # another commit's) in the same rounds, and
-#                                                    # the two are compared round by round
+#                                                    # another commit's) in the same rounds
 #   ORDER=abba RUNS=8 BASELINE=... SETUPS="sampler sampler@baseline" scripts/bench.sh
 #                                                    # even rounds run the setups backwards, so
 #                                                    # no setup always runs in the same place
@@ -174,30 +175,39 @@ awk -v setups="$SETUPS" '
     }
   }' "$out/percentiles"
 
-# A setup against its @baseline, paired by round (each round's mean of either): the machine's
-# slow and fast moments fall on both sides of a pair, so the differences are what tell builds
-# apart, with their standard error.
-awk '
+# Pairs of setups compared round by round (each round's mean of either): the machine's slow and
+# fast moments fall on both sides of a pair, so the differences are what tell setups apart, with
+# their standard error. Each setup against bare (what telemetry costs), sampler against off (what
+# labels cost), and a setup against its @baseline (what a change costs).
+awk -v setups="$SETUPS" '
   NR == 1 { next }
   {
     s = $1; r = $11; seen[s] = 1; rounds[r] = 1
     cnt[s, r]++; cpu[s, r] += 1e6 * $6 / $5; p99[s, r] += $3
   }
+  function compare(s, b,    r, n, sum, ss, psum, pss, up, base, d, dp, m, sd, pm, psd) {
+    if (!(s in seen) || !(b in seen)) return
+    n = 0; sum = 0; ss = 0; psum = 0; pss = 0; up = 0; base = 0
+    for (r in rounds) {
+      if (!cnt[s, r] || !cnt[b, r]) continue
+      d = cpu[s, r] / cnt[s, r] - cpu[b, r] / cnt[b, r]
+      dp = p99[s, r] / cnt[s, r] - p99[b, r] / cnt[b, r]
+      n++; sum += d; ss += d * d; psum += dp; pss += dp * dp; up += (dp > 0); base += cpu[b, r] / cnt[b, r]
+    }
+    if (n < 2) return
+    m = sum / n; sd = sqrt((ss - n * m * m) / (n - 1))
+    pm = psum / n; psd = sqrt((pss - n * pm * pm) / (n - 1))
+    printf "%s minus %s, paired by round (%d): CPU/req %+.1f us = %+.1f%% (sd %.1f, standard error %.1f); p99 %+.2f ms (standard error %.2f), higher in %d of %d rounds\n", \
+      s, b, n, m, 100 * m / (base / n), sd, sd / sqrt(n), pm, psd / sqrt(n), up, n
+  }
   END {
-    for (s in seen) {
-      b = s "@baseline"
-      if (s ~ /@baseline$/ || !(b in seen)) continue
-      n = 0; sum = 0; ss = 0; psum = 0; pss = 0; up = 0
-      for (r in rounds) {
-        if (!cnt[s, r] || !cnt[b, r]) continue
-        d = cpu[s, r] / cnt[s, r] - cpu[b, r] / cnt[b, r]
-        dp = p99[s, r] / cnt[s, r] - p99[b, r] / cnt[b, r]
-        n++; sum += d; ss += d * d; psum += dp; pss += dp * dp; up += (dp > 0)
-      }
-      if (n < 2) continue
-      m = sum / n; sd = sqrt((ss - n * m * m) / (n - 1))
-      pm = psum / n; psd = sqrt((pss - n * pm * pm) / (n - 1))
-      printf "\n%s minus %s, paired by round (%d): CPU/req %+.1f us (sd %.1f, standard error %.1f); p99 %+.2f ms (standard error %.2f), higher in %d of %d rounds\n", \
-        s, b, n, m, sd, sd / sqrt(n), pm, psd / sqrt(n), up, n
+    print ""
+    k = split(setups, names, " ")
+    for (i = 1; i <= k; i++) {
+      s = names[i]
+      if (s ~ /@baseline$/) continue
+      if (s != "bare") compare(s, "bare")
+      if (s == "sampler") compare(s, "off")
+      compare(s, s "@baseline")
     }
   }' "$out/results"
