@@ -257,6 +257,27 @@ impl Entered {
         });
     }
 
+    /// Caches span `child`'s labels as those of the innermost entered span, if that is its
+    /// parent: `parent`, or, for `None` (a span made in the current context), whichever span is
+    /// innermost. The context's current span is the innermost one here: every enter and exit on
+    /// this thread goes through this stack, but for a span entered from inside a sink call,
+    /// while the stack is borrowed, and then no span can be made (and inherit) until it exits.
+    #[inline]
+    pub(crate) fn inherit(&mut self, child: u64, parent: Option<u64>, closes: &Closes) {
+        let Some(top) = self.stack.last() else {
+            return;
+        };
+        if parent.is_some_and(|parent| parent != top.id) {
+            return;
+        }
+        let mixed = mix(child);
+        self.cache[Self::slot(mixed)] = Held {
+            id: child,
+            closes: closes.get_mixed(mixed),
+            resolved: top.resolved,
+        };
+    }
+
     /// Exits span `id`: if it is the innermost, returns the labels it had and those in force
     /// from now on; its entry goes into the cache. A span that is entered but not innermost is
     /// removed without a switch (its labels were not in force): `None` then, as for a span not

@@ -290,6 +290,10 @@ where
     /// Keeps the span's label fields and `otel.name`, if it has any: a span without them gets
     /// its state only when first entered.
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        if self.options.root_only && !self.options.may_keep(attrs.metadata()) {
+            self.inherit(attrs, id);
+            return;
+        }
         let mut state = SpanState::default();
         self.record_fields(&mut state, |v| attrs.record(v));
         if state.keeps_nothing() {
@@ -369,6 +373,27 @@ where
 }
 
 impl<K: LabelSink> SpanProfileLayer<K> {
+    /// A new span that can hold no label of its own (no field the layer keeps at its callsite,
+    /// and no id of its own unless it is a root) has its parent's labels for good. When the
+    /// parent is the span innermost on this thread, as it is for a span made where its parent
+    /// runs, those labels are cached for the child now: its first enter on this thread then
+    /// needs no registry lookup and no walk to its parent.
+    fn inherit(&self, attrs: &Attributes<'_>, id: &span::Id) {
+        let Some(cell) = self.entered.get() else {
+            return;
+        };
+        let Ok(mut entered) = cell.try_borrow_mut() else {
+            return;
+        };
+        // A root (no parent) gets an id of its own at its first enter: nothing to inherit.
+        let parent = match attrs.parent() {
+            Some(parent) => Some(parent.into_u64()),
+            None if attrs.is_contextual() => None,
+            None => return,
+        };
+        entered.inherit(id.into_u64(), parent, &self.closes);
+    }
+
     /// A span's labels through the registry: the first enter of a span on a thread (or the
     /// first after its cache entry was evicted), kept off `on_enter`'s common path.
     #[cold]

@@ -377,6 +377,27 @@ fn a_child_without_labels_of_its_own_carries_its_parents_on_every_thread() {
     assert!(mirror.inconsistencies.lock().unwrap().is_empty());
 }
 
+/// A child without labels of its own made while another span runs takes its own parent's labels
+/// (the one it names, or none for a root), not those of the span that is innermost.
+#[test]
+fn a_child_without_labels_of_its_own_carries_its_own_parents_not_the_innermost() {
+    let mirror = Mirror::default();
+    let subscriber = tracing_subscriber::registry().with(layer(&mirror));
+    tracing::subscriber::with_default(subscriber, || {
+        let car = tracing::info_span!("order_car", vehicle = "car");
+        let bike = tracing::info_span!("order_bike", vehicle = "bike").entered();
+        let find = tracing::info_span!(parent: &car, "find_nearest_vehicle");
+        let check = tracing::info_span!("check_driver_availability");
+        let background = tracing::info_span!(parent: None, "background");
+        let bike_named = tracing::info_span!(parent: bike.id(), "check_driver_availability");
+        find.in_scope(|| assert_eq!(mirror.label("vehicle").as_deref(), Some("car")));
+        check.in_scope(|| assert_eq!(mirror.label("vehicle").as_deref(), Some("bike")));
+        background.in_scope(|| assert_eq!(mirror.now(), None));
+        bike_named.in_scope(|| assert_eq!(mirror.label("vehicle").as_deref(), Some("bike")));
+    });
+    assert!(mirror.inconsistencies.lock().unwrap().is_empty());
+}
+
 /// Many tasks interleave on two workers and hop threads at every `.await`; after every poll
 /// boundary, the thread's labels must be those of the task that is running.
 #[test]
