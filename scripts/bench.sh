@@ -11,8 +11,9 @@
 #   CPU per request: process CPU seconds (/proc/<pid>/stat) over the measured run / requests.
 # Then a second table: each setup's latency at p50, p75, p90, p95, p99 and p99.9 (mean over the
 # rounds, from scripts/latency_percentiles.lua), to see where a setup departs from bare.
-# Last, setups compared round by round, with the standard error of the difference: each against
-# bare, sampler against off (what labels cost), and a setup against its @baseline.
+# Last, setups compared round by round, with the standard error and the median of the
+# differences: each against bare, sampler against off (what labels cost), and a setup against
+# its @baseline.
 #
 #   scripts/bench.sh                                 # 3 rounds of 5 s; needs wrk and taskset
 #   RUNS=5 DURATION=20s CONNECTIONS=64 scripts/bench.sh
@@ -185,20 +186,26 @@ awk -v setups="$SETUPS" '
     s = $1; r = $11; seen[s] = 1; rounds[r] = 1
     cnt[s, r]++; cpu[s, r] += 1e6 * $6 / $5; p99[s, r] += $3
   }
-  function compare(s, b,    r, n, sum, ss, psum, pss, up, base, d, dp, m, sd, pm, psd) {
+  # The median of v[1..n] (sorted in place): one round on a stalled machine moves the mean of
+  # the differences, not their median.
+  function median(v, n,    i, j, x) {
+    for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j > 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  function compare(s, b,    r, n, sum, ss, psum, pss, up, base, d, dp, m, sd, pm, psd, ds) {
     if (!(s in seen) || !(b in seen)) return
     n = 0; sum = 0; ss = 0; psum = 0; pss = 0; up = 0; base = 0
     for (r in rounds) {
       if (!cnt[s, r] || !cnt[b, r]) continue
       d = cpu[s, r] / cnt[s, r] - cpu[b, r] / cnt[b, r]
       dp = p99[s, r] / cnt[s, r] - p99[b, r] / cnt[b, r]
-      n++; sum += d; ss += d * d; psum += dp; pss += dp * dp; up += (dp > 0); base += cpu[b, r] / cnt[b, r]
+      n++; ds[n] = d; sum += d; ss += d * d; psum += dp; pss += dp * dp; up += (dp > 0); base += cpu[b, r] / cnt[b, r]
     }
     if (n < 2) return
     m = sum / n; sd = sqrt((ss - n * m * m) / (n - 1))
     pm = psum / n; psd = sqrt((pss - n * pm * pm) / (n - 1))
-    printf "%s minus %s, paired by round (%d): CPU/req %+.1f us = %+.1f%% (sd %.1f, standard error %.1f); p99 %+.2f ms (standard error %.2f), higher in %d of %d rounds\n", \
-      s, b, n, m, 100 * m / (base / n), sd, sd / sqrt(n), pm, psd / sqrt(n), up, n
+    printf "%s minus %s, paired by round (%d): CPU/req %+.1f us = %+.1f%% (sd %.1f, standard error %.1f; median %+.1f us); p99 %+.2f ms (standard error %.2f), higher in %d of %d rounds\n", \
+      s, b, n, m, 100 * m / (base / n), sd, sd / sqrt(n), median(ds, n), pm, psd / sqrt(n), up, n
   }
   END {
     print ""
