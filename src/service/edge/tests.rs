@@ -233,27 +233,51 @@ async fn over_the_cap_a_newcomer_takes_the_slot_of_the_client_that_waited_longes
     );
 }
 
-/// Counts closed `HTTP request` spans.
+/// Counts the enters and the closes of `HTTP request` spans.
 #[derive(Clone, Default)]
-struct ServerSpansClosed(Arc<std::sync::atomic::AtomicUsize>);
+struct ServerSpans {
+    entered: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
 
-impl<S> tracing_subscriber::Layer<S> for ServerSpansClosed
+impl<S> tracing_subscriber::Layer<S> for ServerSpans
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if ctx.span(id).is_some_and(|s| s.name() == "HTTP request") {
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
         if ctx.span(&id).is_some_and(|s| s.name() == "HTTP request") {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.closed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
 
-impl ServerSpansClosed {
+impl ServerSpans {
+    /// Installs a fresh counter as this thread's subscriber. The tests' runtime has one thread,
+    /// so the server's tasks run under it too.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let spans = ServerSpans::default();
+        let registry = tracing_subscriber::registry().with(spans.clone());
+        (spans, tracing::subscriber::set_default(registry))
+    }
+
+    fn entered(&self) -> usize {
+        self.entered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Waits (at most [`SLACK`]) until `n` spans have closed; how many had.
-    async fn reach(&self, n: usize) -> usize {
+    async fn closed(&self, n: usize) -> usize {
         let deadline = Instant::now() + SLACK;
         loop {
-            let closed = self.0.load(std::sync::atomic::Ordering::SeqCst);
+            let closed = self.closed.load(std::sync::atomic::Ordering::SeqCst);
             if closed >= n || Instant::now() >= deadline {
                 return closed;
             }
@@ -264,16 +288,40 @@ impl ServerSpansClosed {
 
 #[tokio::test]
 async fn each_server_span_on_a_keep_alive_connection_ends_once_its_response_is_written() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let closed = ServerSpansClosed::default();
-    // The test's runtime has one thread: the server's tasks run under this subscriber too.
-    let _default =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(closed.clone()));
+    let (spans, _default) = ServerSpans::install();
     let addr = start(options(Duration::from_secs(30), Duration::from_secs(30), 4)).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     for n in 1..=3 {
         assert_eq!(get(&mut stream).await, Some(200), "request {n}");
         // Not held until the next request or the connection's end: the connection stays open.
-        assert_eq!(closed.reach(n).await, n, "spans ended after response {n}");
+        assert_eq!(spans.closed(n).await, n, "spans ended after response {n}");
     }
+}
+
+/// An HTTP/1 response is written inside its span (one enter more than its handler's polls); an
+/// HTTP/2 connection writes its streams' frames together, so its spans end with the handler.
+#[tokio::test]
+async fn an_http1_response_is_written_inside_its_span_and_an_http2_one_is_not() {
+    let (spans, _default) = ServerSpans::install();
+    let addr = start(options(Duration::from_secs(30), Duration::from_secs(30), 4)).await;
+    let mut http1 = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(get(&mut http1).await, Some(200));
+    assert_eq!(spans.closed(1).await, 1);
+    let http1_enters = spans.entered();
+
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = client.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    assert_eq!(spans.closed(2).await, 2);
+    let http2_enters = spans.entered() - http1_enters;
+    // The same route, polled alike: the write is the difference.
+    assert!(
+        http1_enters > http2_enters,
+        "HTTP/1 span entered {http1_enters} times, HTTP/2 span {http2_enters}"
+    );
 }
