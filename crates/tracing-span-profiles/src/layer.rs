@@ -288,7 +288,8 @@ where
     K: LabelSink,
 {
     /// Keeps the span's label fields and `otel.name`, if it has any: a span without them gets
-    /// its state only when first entered.
+    /// its state only when first entered, and a child whose callsite declares none has its
+    /// parent's labels cached for it when the parent is the span running on this thread.
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         if self.options.root_only && !self.options.may_keep(attrs.metadata()) {
             self.inherit(attrs, id);
