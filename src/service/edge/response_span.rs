@@ -61,13 +61,8 @@ impl ResponseSpan {
 
     /// A flush completed: with the body taken, the response is out and its span ends.
     fn flushed(&self) {
-        let mut writing = self.lock();
-        let done = if writing.as_ref().is_some_and(|w| w.body_taken) {
-            writing.take()
-        } else {
-            None
-        };
-        drop(writing);
+        let done = self.lock().take_if(|w| w.body_taken);
+        // Closed outside the lock, which the statement above released.
         drop(done);
     }
 
