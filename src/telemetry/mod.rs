@@ -8,6 +8,7 @@ mod span_encode;
 mod span_queue;
 mod span_transport;
 mod span_wire;
+mod stack;
 pub(crate) mod traces;
 
 use std::time::Duration;
@@ -17,8 +18,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::prelude::*;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use end_at_close::ending_at_close;
 use logs::{LogFilter, env_filter};
@@ -57,6 +57,7 @@ impl Telemetry {
     /// Sets the global subscriber (logs, traces, span labels) and starts the exporters.
     pub fn init(setup: TelemetrySetup<'_>) -> Result<Telemetry, String> {
         let filter = env_filter()?;
+        let logs_level = filter.max_level_hint();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let profile_resource: Vec<(String, String)> = setup
             .resource
@@ -106,15 +107,10 @@ impl Telemetry {
                     layer.with_label_field(field)
                 })
         });
-        // Traces and labels behind one filter: a per-layer filter looks the span up at every
-        // enter, exit and close to check it, so one filter for both saves a lookup per poll.
-        // The labels layer runs after the OTel layer, whose span ids it reads. With neither (no
-        // telemetry), no filter either: it would still look every span up at every poll.
-        let traced = (otel.is_some() || labels.is_some())
-            .then(|| Layer::and_then(otel, labels).with_filter(LevelFilter::INFO));
-        tracing_subscriber::registry()
-            .with(logs)
-            .with(traced)
+        // Traces and labels see the spans and events at INFO and above, whatever RUST_LOG says
+        // (see `stack`); with neither (no telemetry), they need no filter either.
+        let traced = (otel.is_some() || labels.is_some()).then(|| Layer::and_then(otel, labels));
+        stack::subscriber(logs, logs_level, traced)
             .try_init()
             .map_err(|e| format!("cannot install the tracing subscriber: {e}"))?;
         Ok(Telemetry {
