@@ -118,19 +118,15 @@ pub(super) async fn http_server_span(
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.request.method_original = Empty,
-        http.route = Empty,
+        // Given at creation, each absent when `None`: a `record` afterwards is a registry lookup
+        // and a lock of the span's extensions in every layer that reads fields.
+        http.request.method_original = original.map(bounded),
+        http.route = route,
         http.response.status_code = Empty,
         url.path = bounded(request.uri().path()),
         url.scheme = "http",
         network.protocol.version = protocol_version(request.version()),
     );
-    if let Some(original) = original {
-        span.record("http.request.method_original", bounded(original));
-    }
-    if let Some(route) = route {
-        span.record("http.route", route);
-    }
     // A missing or malformed traceparent yields an empty context: the request starts a trace.
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
