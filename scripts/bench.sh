@@ -32,6 +32,8 @@
 #                                                    # no setup always runs in the same place
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setups.sh
+. scripts/setups.sh
 
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-8}
@@ -63,35 +65,16 @@ out=$(mktemp -d)
 
 cpu_seconds() { awk -v t="$CLK_TCK" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
-# The environment of one setup.
-setup_env() {
-  case $1 in
-    bare) echo PYROSCOPE_ENABLED=false OTEL_SDK_DISABLED=true ;;
-    traces) echo PYROSCOPE_ENABLED=false ;;
-    # Traces made but not sampled: tracing-opentelemetry's work alone, nothing recorded.
-    unsampled) echo PYROSCOPE_ENABLED=false OTEL_TRACES_SAMPLER=always_off ;;
-    # Traces recorded, encoded and queued, sent nowhere (a refused port: the export thread
-    # mostly waits out its retry backoff): all of the traces' cost but the export runs.
-    unexported) echo PYROSCOPE_ENABLED=false OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:9/v1/traces ;;
-    thread-tags|off|sampler) echo RIDESHARE_PROFILE_LABELS="$1" ;;
-    *) echo "bench: unknown setup $1" >&2; exit 1 ;;
-  esac
-}
-
 # Runs one setup once; prints "setup rps p99_ms cpu_s requests run_cpu_s samples labelled
 # created exported" ("-" where a setup has no such figure).
 run_setup() {
   local setup=$1 env bin=$TARGET/release/rideshare kind=${1%@baseline}
   [ "$kind" != "$setup" ] && bin=$BASELINE
-  read -r -a env <<<"$(setup_env "$kind")"
+  read -r -a env <<<"$(setup_env "$kind") $(service_env)"
   taskset -c 1 "$TARGET/release/examples/receivers" "$GRPC" "$HTTP" >"$out/receivers.log" &
   local receivers=$!
   sleep 0.5
-  env "${env[@]}" RIDESHARE_LISTEN_ADDR="$APP" RIDESHARE_WORK_SCALE="$WORK_SCALE" \
-    RUST_LOG=warn,rideshare::telemetry::span_queue=info \
-    PYROSCOPE_SERVER_ADDRESS="http://$HTTP" PYROSCOPE_SAMPLE_RATE="$RATE" PYROSCOPE_UPLOAD_INTERVAL=5s \
-    OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP" OTEL_EXPORTER_OTLP_PROTOCOL="$PROTOCOL" \
-    taskset -c 0 "$bin" >"$out/service.log" 2>&1 &
+  env "${env[@]}" taskset -c 0 "$bin" >"$out/service.log" 2>&1 &
   local service=$!
   until curl -fsS "http://$APP/" >/dev/null 2>&1; do sleep 0.1; done
   taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d1s "http://$APP/bike" >/dev/null # warm-up

@@ -9,8 +9,9 @@
 # fewer instructions than natively, and not the same number each run, so its instructions
 # (`work::spin`, and the clock reads inside it) are left out. The sampler samples CPU time too:
 # it runs at RATE=2 Hz here, which under callgrind's slowdown takes about as many samples a
-# request as the benchmark's 100 Hz does natively. RUST_LOG is bench.sh's, whose INFO directive
-# (for the span queue's totals) makes bare run the spans through the registry too.
+# request as the benchmark's 100 Hz does natively. The setups and the service's environment
+# are bench.sh's (scripts/setups.sh), whose RUST_LOG INFO directive (for the span queue's
+# totals) makes bare run the spans through the registry too.
 #
 #   scripts/service_instructions.sh                  # needs valgrind and wrk
 #   SETUPS="traces" BIN=/tmp/old/rideshare scripts/service_instructions.sh
@@ -18,6 +19,8 @@
 #                                                    # for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setups.sh
+. scripts/setups.sh
 
 SETUPS=${SETUPS:-"bare traces off sampler"}
 DURATION=${DURATION:-15s}
@@ -26,6 +29,9 @@ BIN=${BIN:-target/release/rideshare}
 APP=127.0.0.1:${APP_PORT:-16100}
 GRPC=127.0.0.1:${GRPC_PORT:-16417}
 HTTP=127.0.0.1:${HTTP_PORT:-16418}
+OTLP=http://$HTTP
+PROTOCOL=http/protobuf
+WORK_SCALE=0.0005
 for tool in valgrind callgrind_control callgrind_annotate wrk; do
   command -v "$tool" >/dev/null || { echo "service_instructions: $tool is missing (apt-get install valgrind wrk)" >&2; exit 1; }
 done
@@ -33,27 +39,14 @@ cargo build --release --quiet --bins --example receivers
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-setup_env() {
-  case $1 in
-    bare) echo PYROSCOPE_ENABLED=false OTEL_SDK_DISABLED=true ;;
-    traces) echo PYROSCOPE_ENABLED=false ;;
-    off|sampler) echo RIDESHARE_PROFILE_LABELS="$1" ;;
-    *) echo "service_instructions: unknown setup $1 (bare, traces, off, sampler)" >&2; exit 1 ;;
-  esac
-}
-
 # Counts one setup: "setup requests instructions_a_request".
 count() {
   local setup=$1 env
-  read -r -a env <<<"$(setup_env "$setup")"
+  read -r -a env <<<"$(setup_env "$setup") $(service_env)"
   target/release/examples/receivers "$GRPC" "$HTTP" >/dev/null &
   local receivers=$!
   sleep 0.5
-  env "${env[@]}" RIDESHARE_LISTEN_ADDR="$APP" RIDESHARE_WORK_SCALE=0.0005 \
-    RUST_LOG=warn,rideshare::telemetry::span_queue=info \
-    PYROSCOPE_SERVER_ADDRESS="http://$HTTP" PYROSCOPE_SAMPLE_RATE="$RATE" PYROSCOPE_UPLOAD_INTERVAL=5s \
-    OTEL_EXPORTER_OTLP_ENDPOINT="http://$HTTP" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
-    valgrind --tool=callgrind --callgrind-out-file="$out/$setup" "$BIN" >"$out/$setup.log" 2>&1 &
+  env "${env[@]}" valgrind --tool=callgrind --callgrind-out-file="$out/$setup" "$BIN" >"$out/$setup.log" 2>&1 &
   local service=$!
   until curl -fsS "http://$APP/" >/dev/null 2>&1; do sleep 0.5; done
   wrk -t1 -c8 -d3s "http://$APP/bike" >/dev/null # warm-up, not counted
